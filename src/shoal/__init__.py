@@ -1,0 +1,36 @@
+"""shoal: run a big job as many small pieces at once, and never lose a piece.
+
+Layering (each module uses only those above it)::
+
+    _exceptions, _clock, _events       records and protocols, no logic
+    _limits, _retry, _outcome          pure policy and data: take `now` and `rng` as arguments
+    backends/                          where one attempt runs (event loop, threads)
+    _run                               the scheduler: the only place that starts tasks or reads time
+    _job                               the public entry points: Job, map, amap
+    testing, events                    public helpers and records, re-exported thinly
+"""
+
+from ._exceptions import JobFailed, ShoalError, Throttled
+from ._job import Job, amap, map
+from ._limits import Limits, Rate
+from ._outcome import ErrorInfo, Failure, Outcome, Run, RunStats
+from ._retry import Retry
+from ._version import __version__
+
+__all__ = [
+    "ErrorInfo",
+    "Failure",
+    "Job",
+    "JobFailed",
+    "Limits",
+    "Outcome",
+    "Rate",
+    "Retry",
+    "Run",
+    "RunStats",
+    "ShoalError",
+    "Throttled",
+    "__version__",
+    "amap",
+    "map",
+]

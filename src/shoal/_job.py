@@ -1,0 +1,398 @@
+"""The public entry points: ``Job`` (run, arun, stream) and ``map`` / ``amap``."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import math
+import random
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from typing import Any, Generic, Literal, TypeVar
+
+from ._clock import Clock, MonotonicClock
+from ._events import Subscriber
+from ._exceptions import JobFailed
+from ._limits import Limits, Rate
+from ._outcome import Failure, Outcome, Run
+from ._retry import Retry
+from ._run import Scheduler
+from .backends import NAMES as BACKEND_NAMES
+from .backends import Backend, resolve
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+Errors = Literal["raise", "return"]
+Items = Iterable[T] | AsyncIterable[T]
+
+
+def _check_timeout(timeout: object) -> float | None:
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+        raise TypeError(f"timeout={timeout!r}: expected seconds (a number > 0) or None")
+    if not math.isfinite(timeout) or timeout <= 0:
+        raise ValueError(f"timeout={timeout!r}: must be a number of seconds > 0, or None")
+    return float(timeout)
+
+
+def _check_errors(errors: object) -> Errors:
+    if errors not in ("raise", "return"):
+        raise ValueError(
+            f"errors={errors!r}: use 'raise' (raise JobFailed after every piece was attempted) "
+            "or 'return' (failures come back as shoal.Failure objects in their items' places)"
+        )
+    return errors
+
+
+def _check_backend(backend: object) -> None:
+    if isinstance(backend, str):
+        if backend.strip().lower() not in BACKEND_NAMES:
+            raise ValueError(
+                f"backend={backend!r} is not a backend; use one of "
+                f"{', '.join(repr(n) for n in BACKEND_NAMES)}"
+            )
+    elif not isinstance(backend, Backend):
+        raise TypeError(f"backend={backend!r}: expected a backend name or a Backend object")
+
+
+def _subscribers(
+    subscribers: Subscriber | Sequence[Subscriber] | None,
+) -> tuple[Subscriber, ...]:
+    if subscribers is None:
+        return ()
+    if callable(subscribers):
+        return (subscribers,)
+    subs = tuple(subscribers)
+    for sub in subs:
+        if not callable(sub):
+            raise TypeError(f"subscribers: {sub!r} is not callable (expected callable(event))")
+    return subs
+
+
+class Job(Generic[T, R]):
+    """One operation to run over many items, with its limits, retry policy and combiner.
+
+    Args:
+        work: ``item -> result``, a plain function or an ``async def``.
+        key: ``item -> key`` (e.g. a host or a model) for per-key limits and throttle pauses.
+        limits: :class:`Limits`; default ``Limits()`` (16 at once, no rate).
+        retry: :class:`Retry`; default ``Retry()`` (3 attempts, full-jitter backoff).
+        combine: ``values -> result`` applied to the successful values, in input order.
+        backend: ``"auto"`` (the event loop for ``async def``, threads otherwise), ``"async"``,
+            ``"thread"``, or a :class:`shoal.backends.Backend` object.
+        name: A name for reports (default: the work function's name).
+        timeout: Seconds one attempt may take before it fails with ``TimeoutError``.
+
+    Raises:
+        TypeError, ValueError: anything that cannot work, at construction.
+    """
+
+    def __init__(
+        self,
+        work: Callable[[T], R] | Callable[[T], Awaitable[R]],
+        *,
+        key: Callable[[T], Any] | None = None,
+        limits: Limits | None = None,
+        retry: Retry | None = None,
+        combine: Callable[[list[R]], Any] | None = None,
+        backend: str | Backend = "auto",
+        name: str | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        if not callable(work):
+            raise TypeError(
+                f"work={work!r} is not callable; pass the function to run on each item "
+                "(a plain function or an async def)"
+            )
+        if key is not None and not callable(key):
+            raise TypeError(f"key={key!r}: expected a callable item -> key, or None")
+        if limits is None:
+            limits = Limits()
+        elif not isinstance(limits, Limits):
+            raise TypeError(f"limits={limits!r}: expected shoal.Limits(...)")
+        if retry is None:
+            retry = Retry()
+        elif not isinstance(retry, Retry):
+            raise TypeError(f"retry={retry!r}: expected shoal.Retry(...)")
+        if combine is not None and not callable(combine):
+            raise TypeError(f"combine={combine!r}: expected a callable values -> result, or None")
+        if limits.per_key is not None and key is None:
+            raise ValueError(
+                f"per_key={limits.per_key} needs a key function (key=lambda item: ...): without "
+                "one every item has the same key; use concurrency= for a global limit"
+            )
+        _check_backend(backend)
+        self.work = work
+        self.key = key
+        self.limits = limits
+        self.retry = retry
+        self.combine = combine
+        self.backend = backend
+        self.timeout = _check_timeout(timeout)
+        self.name = name if name is not None else getattr(work, "__name__", type(work).__name__)
+
+    def __repr__(self) -> str:
+        return f"Job({self.name!r}, {self.limits!r}, {self.retry!r}, backend={self.backend!r})"
+
+    # ------------------------------------------------------------------ running
+
+    def _scheduler(
+        self,
+        items: Items[T],
+        *,
+        clock: Clock | None,
+        rng: random.Random | None,
+        subscribers: Subscriber | Sequence[Subscriber] | None,
+        ordered: bool,
+    ) -> tuple[Scheduler, Clock]:
+        clock = clock if clock is not None else MonotonicClock()
+        scheduler = Scheduler(
+            self.work,
+            items,
+            limits=self.limits,
+            retry=self.retry,
+            timeout=self.timeout,
+            key=self.key,
+            backend=resolve(self.backend, self.work),
+            clock=clock,
+            rng=rng if rng is not None else random.Random(),
+            subscribers=_subscribers(subscribers),
+            ordered=ordered,
+        )
+        return scheduler, clock
+
+    async def arun(
+        self,
+        items: Items[T],
+        *,
+        errors: Errors = "return",
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+        subscribers: Subscriber | Sequence[Subscriber] | None = None,
+    ) -> Run[R]:
+        """Run every item; return the :class:`Run` (see :meth:`run`)."""
+        errors = _check_errors(errors)
+        scheduler, _ = self._scheduler(
+            items, clock=clock, rng=rng, subscribers=subscribers, ordered=False
+        )
+        settled: list[Outcome[R]] = []
+        async for batch in scheduler.batches():
+            settled.extend(batch)
+        outcomes: list[Outcome[R]] = [None] * len(settled)  # type: ignore[list-item]
+        for outcome in settled:
+            outcomes[outcome.index] = outcome
+        run: Run[R] = Run(
+            outcomes,
+            scheduler.stats(),
+            combine=self.combine,
+            name=self.name,
+            completion_order=[o.index for o in settled],
+        )
+        if errors == "raise" and not run.ok:
+            raise JobFailed(run)
+        return run
+
+    def run(
+        self,
+        items: Items[T],
+        *,
+        errors: Errors = "return",
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+        subscribers: Subscriber | Sequence[Subscriber] | None = None,
+    ) -> Run[R]:
+        """Run every item and wait for the end.
+
+        Every item is attempted; one failure never stops or touches another. Works from plain
+        code and from inside a running event loop (a notebook): then the run gets a loop of its
+        own in a helper thread.
+
+        Args:
+            items: Any iterable or async iterable, pulled lazily (an endless generator is fine).
+            errors: ``"return"`` (default): failures are in ``run.failures``. ``"raise"``: raise
+                :class:`JobFailed`, carrying the whole run, if any piece failed.
+            clock: Where time comes from (``shoal.testing.FakeClock`` in tests).
+            rng: The random source for backoff jitter (seed it for repeatable runs).
+            subscribers: ``callable(event)`` observers of the run's events.
+
+        Returns:
+            The :class:`Run`: ``outcomes`` (input order), ``values``, ``failures``, ``result``,
+            ``stats``.
+        """
+        return run_sync(
+            lambda: self.arun(items, errors=errors, clock=clock, rng=rng, subscribers=subscribers),
+            clock,
+        )
+
+    async def stream(
+        self,
+        items: Items[T],
+        *,
+        ordered: bool = False,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+        subscribers: Subscriber | Sequence[Subscriber] | None = None,
+    ) -> AsyncIterator[Outcome[R]]:
+        """Yield each item's :class:`Outcome` as it settles (``ordered=True``: in input order).
+
+        Memory stays bounded however many items come in: at most a window of a few times the
+        concurrency is held at once. Leaving the loop early cancels what is in flight (use
+        ``contextlib.aclosing`` to do that at once rather than when the generator is collected).
+        """
+        scheduler, _ = self._scheduler(
+            items, clock=clock, rng=rng, subscribers=subscribers, ordered=ordered
+        )
+        async with contextlib.aclosing(scheduler.batches()) as batches:
+            async for batch in batches:
+                for outcome in batch:
+                    yield outcome
+
+
+def run_sync(make: Callable[[], Awaitable[T]], clock: Clock | None) -> T:
+    """Run a coroutine to completion from synchronous code, on the clock's loop."""
+    factory = clock.loop_factory() if clock is not None else None
+
+    def run_here() -> T:
+        with asyncio.Runner(loop_factory=factory) as runner:
+            return runner.run(make())  # type: ignore[arg-type]
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return run_here()
+    # Called from inside a running loop (a notebook, an async framework): a loop of our own in a
+    # helper thread, so the caller's loop is not re-entered.
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="shoal-run") as pool:
+        return pool.submit(run_here).result()
+
+
+def _job_for_map(
+    fn: Callable[..., Any],
+    *,
+    concurrency: int,
+    rate: str | float | Rate | Sequence[str | float | Rate] | None,
+    retries: int,
+    timeout: float | None,
+    key: Callable[[Any], Any] | None,
+    per_key: int | None,
+    backend: str | Backend,
+) -> Job[Any, Any]:
+    if concurrency is None:
+        raise TypeError("concurrency=None: map needs a whole number >= 1 (the default is 16)")
+    return Job(
+        fn,
+        key=key,
+        limits=Limits(concurrency=concurrency, per_key=per_key, rate=rate),
+        retry=Retry.from_retries(retries),
+        backend=backend,
+        timeout=timeout,
+    )
+
+
+def _map_result(run: Run[Any], errors: Errors, ordered: bool) -> list[Any]:
+    if errors == "raise" and not run.ok:
+        raise JobFailed(run)
+    outcomes = run.outcomes
+    if not ordered:
+        outcomes = [outcomes[i] for i in run.completion_order]
+    if errors == "raise":
+        return [o.value for o in outcomes]
+    return [o.value if o.ok else o.as_failure() for o in outcomes]
+
+
+def _progress_subscribers(progress: object) -> tuple[Subscriber, ...]:
+    if progress is None or progress is False:
+        return ()
+    if progress is True:
+        from ._progress import PlainProgress
+
+        return (PlainProgress(),)
+    if callable(progress):
+        return (progress,)
+    raise TypeError(f"progress={progress!r}: expected None, True, False or callable(event)")
+
+
+async def amap(
+    fn: Callable[[T], R] | Callable[[T], Awaitable[R]],
+    items: Items[T],
+    *,
+    concurrency: int = 16,
+    rate: str | float | Rate | Sequence[str | float | Rate] | None = None,
+    retries: int = 3,
+    timeout: float | None = None,
+    key: Callable[[T], Any] | None = None,
+    per_key: int | None = None,
+    errors: Errors = "raise",
+    ordered: bool = True,
+    backend: str | Backend = "auto",
+    progress: bool | Subscriber | None = None,
+) -> list[R | Failure]:
+    """``await``-able :func:`map`."""
+    errors = _check_errors(errors)
+    job = _job_for_map(
+        fn,
+        concurrency=concurrency,
+        rate=rate,
+        retries=retries,
+        timeout=timeout,
+        key=key,
+        per_key=per_key,
+        backend=backend,
+    )
+    run = await job.arun(items, subscribers=_progress_subscribers(progress))
+    return _map_result(run, errors, ordered)
+
+
+def map(
+    fn: Callable[[T], R] | Callable[[T], Awaitable[R]],
+    items: Items[T],
+    *,
+    concurrency: int = 16,
+    rate: str | float | Rate | Sequence[str | float | Rate] | None = None,
+    retries: int = 3,
+    timeout: float | None = None,
+    key: Callable[[T], Any] | None = None,
+    per_key: int | None = None,
+    errors: Errors = "raise",
+    ordered: bool = True,
+    backend: str | Backend = "auto",
+    progress: bool | Subscriber | None = None,
+) -> list[R | Failure]:
+    """Run ``fn`` over every item, many at once; return the results in input order.
+
+    Args:
+        fn: ``item -> result``, a plain function (run in threads) or an ``async def``.
+        items: Any iterable or async iterable, pulled lazily.
+        concurrency: Attempts in flight at once.
+        rate: Starts per period: ``"100/s"``, ``"600/min"``, ``"5000/h"``, ``"10/2s"`` or a
+            number per second.
+        retries: Re-tries after the first attempt (``retries=3``: up to 4 attempts).
+        timeout: Seconds one attempt may take.
+        key: ``item -> key`` for ``per_key`` limits and throttle pauses.
+        per_key: Attempts in flight at once per key.
+        errors: ``"raise"``: every item is attempted, then :class:`JobFailed` lists all failures.
+            ``"return"``: failures come back as :class:`Failure` objects in their places.
+        ordered: Results in input order (default) or in completion order.
+        backend: ``"auto"``, ``"async"``, ``"thread"`` or a backend object.
+        progress: ``True`` for a plain progress line on stderr, or a ``callable(event)``.
+
+    Raises:
+        JobFailed: with ``errors="raise"``, after everything ran, if any item failed.
+        ValueError, TypeError: bad arguments, before anything runs.
+    """
+    errors = _check_errors(errors)
+    job = _job_for_map(
+        fn,
+        concurrency=concurrency,
+        rate=rate,
+        retries=retries,
+        timeout=timeout,
+        key=key,
+        per_key=per_key,
+        backend=backend,
+    )
+    subscribers = _progress_subscribers(progress)
+    run = run_sync(lambda: job.arun(items, subscribers=subscribers), None)
+    return _map_result(run, errors, ordered)

@@ -1,0 +1,209 @@
+"""What a run gives back: one Outcome per item, the failures beside the values, and the stats."""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    """Why a piece failed, as data: safe to store, compare and print.
+
+    Attributes:
+        type: The exception's class name (qualified by module unless it is a built-in).
+        message: ``str(exception)``.
+        traceback: The formatted traceback, as text.
+        exception: The live exception when the failure happened in this process (not stored,
+            not compared).
+    """
+
+    type: str
+    message: str
+    traceback: str = ""
+    exception: BaseException | None = field(default=None, compare=False, repr=False)
+
+    @classmethod
+    def from_exception(cls, exc: BaseException) -> ErrorInfo:
+        kind = type(exc)
+        name = kind.__qualname__
+        if kind.__module__ not in ("builtins", "__main__"):
+            name = f"{kind.__module__}.{name}"
+        return cls(
+            type=name,
+            message=str(exc),
+            traceback="".join(traceback.format_exception(exc)),
+            exception=exc,
+        )
+
+    def __str__(self) -> str:
+        return f"{self.type}: {self.message}" if self.message else self.type
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome(Generic[T]):
+    """How one item ended.
+
+    Attributes:
+        index: The item's position in this run's input.
+        item: The item itself.
+        ok: Whether it succeeded.
+        value: The work's return value (``None`` when it failed).
+        error: Why it failed (``None`` when it succeeded).
+        attempts: Attempts made (throttled attempts are not counted).
+        started: When its first attempt started (seconds since the epoch, from the run's clock).
+        finished: When it settled (same clock).
+        key: The item's key (``""`` without a key function).
+        throttles: How often it was throttled.
+    """
+
+    index: int
+    item: Any
+    ok: bool
+    value: T | None
+    error: ErrorInfo | None
+    attempts: int
+    started: float
+    finished: float
+    key: str = ""
+    throttles: int = 0
+
+    @property
+    def duration(self) -> float:
+        """Seconds from the first attempt's start to the piece's end, waits included."""
+        return self.finished - self.started
+
+    def unwrap(self) -> T:
+        """The value, or raise the failure's exception (or a ``ShoalError`` describing it)."""
+        if self.ok:
+            return self.value  # type: ignore[return-value]
+        assert self.error is not None
+        if self.error.exception is not None:
+            raise self.error.exception
+        from ._exceptions import ShoalError
+
+        raise ShoalError(f"piece {self.index} failed: {self.error}")
+
+    def as_failure(self) -> Failure:
+        assert not self.ok and self.error is not None
+        return Failure(self.index, self.item, self.error, self.attempts, self.key)
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """A failed piece, standing in its item's place in ``map(..., errors="return")``."""
+
+    index: int
+    item: Any
+    error: ErrorInfo
+    attempts: int
+    key: str = ""
+
+    def __str__(self) -> str:
+        return f"Failure(index={self.index}, {self.error}, attempts={self.attempts})"
+
+
+@dataclass(frozen=True, slots=True)
+class RunStats:
+    """Counts and times of a finished run.
+
+    Attributes:
+        total: Pieces settled.
+        succeeded, failed: How they ended.
+        attempts: Attempts started, first ones and retries (throttled attempts included).
+        retries: Attempts after a failure.
+        throttles: Times a piece was told to slow down.
+        throttle_wait: Seconds pieces spent waiting on throttles, summed.
+        wall_time: Seconds from start to end.
+        started, finished: Seconds since the epoch.
+    """
+
+    total: int
+    succeeded: int
+    failed: int
+    attempts: int
+    retries: int
+    throttles: int
+    throttle_wait: float
+    wall_time: float
+    started: float
+    finished: float
+
+    @property
+    def throughput(self) -> float:
+        """Pieces settled per second of wall time."""
+        return self.total / self.wall_time if self.wall_time > 0 else float("inf")
+
+
+class Run(Generic[T]):
+    """A finished run: outcomes in input order, the values, the failures and the stats.
+
+    Attributes:
+        outcomes: One :class:`Outcome` per item, in input order.
+        stats: :class:`RunStats`.
+    """
+
+    __slots__ = (
+        "_combine",
+        "_result",
+        "_result_done",
+        "completion_order",
+        "name",
+        "outcomes",
+        "stats",
+    )
+
+    def __init__(
+        self,
+        outcomes: list[Outcome[T]],
+        stats: RunStats,
+        *,
+        combine: Callable[[list[T]], Any] | None = None,
+        name: str | None = None,
+        completion_order: list[int] | None = None,
+    ) -> None:
+        self.outcomes = outcomes
+        #: Indexes of ``outcomes`` in the order the pieces settled.
+        self.completion_order = (
+            completion_order if completion_order is not None else list(range(len(outcomes)))
+        )
+        self.stats = stats
+        self.name = name
+        self._combine = combine
+        self._result: Any = None
+        self._result_done = False
+
+    @property
+    def values(self) -> list[T]:
+        """The successful values, in input order (failed items left out)."""
+        return [o.value for o in self.outcomes if o.ok]  # type: ignore[misc]
+
+    @property
+    def failures(self) -> list[Failure]:
+        """The failed pieces, in input order, with their items and errors."""
+        return [o.as_failure() for o in self.outcomes if not o.ok]
+
+    @property
+    def ok(self) -> bool:
+        """Whether every piece succeeded."""
+        return self.stats.failed == 0
+
+    @property
+    def result(self) -> Any:
+        """The job's combiner applied to ``values``; ``values`` when the job has no combiner."""
+        if not self._result_done:
+            values = self.values
+            self._result = values if self._combine is None else self._combine(values)
+            self._result_done = True
+        return self._result
+
+    def __repr__(self) -> str:
+        s = self.stats
+        return (
+            f"<Run{' ' + repr(self.name) if self.name else ''}: {s.succeeded} succeeded, "
+            f"{s.failed} failed, {s.attempts} attempts in {s.wall_time:.3f}s>"
+        )

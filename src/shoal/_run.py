@@ -1,0 +1,730 @@
+"""The scheduler: the one coordinator. The only module that starts tasks or reads the clock.
+
+It pulls items lazily, asks the limits whether a piece may start, hands attempts to the backend,
+applies the retry policy, and emits events. Everything it decides is decided here, on one event
+loop, so a single injected clock and a single seeded random source make a whole run exact and
+repeatable.
+
+Life of a piece::
+
+    source ─pull─▶ ready ─admit─▶ in flight ─ok─────────▶ settled (Outcome)
+                     ▲   │ key busy or paused: parked   │
+                     │   └ rate: wait for a timer       │ failed, retriable: backoff timer
+                     └──────────────────────────────────┘ throttled: retry_after timer, key paused
+
+Memory stays bounded: at most ``window`` pieces are pulled and not yet settled (and, in ordered
+streams, not yet emitted), so an endless generator is fine. A piece waiting for its retry or for
+its key holds no worker slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import math
+import random
+from collections import deque
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Iterable,
+    Iterator,
+)
+from typing import Any
+
+from ._clock import Clock
+from ._events import (
+    AttemptStarted,
+    Event,
+    LimitChanged,
+    PieceFailed,
+    PieceSucceeded,
+    RetryScheduled,
+    Subscriber,
+    ThrottleWait,
+)
+from ._limits import EPSILON, KeyState, Limits, RateMeter
+from ._outcome import ErrorInfo, Outcome, RunStats
+from ._retry import Retry, throttle_delay
+from .backends import Backend, Invoker
+
+# Timer kinds.
+_RETRY = 0  # payload: a piece whose backoff or throttle wait is over
+_KEY = 1  # payload: a key whose throttle pause is over
+_WAKE = 2  # payload: None; the rate limit allows starts again
+
+
+class _Piece:
+    """One unit of work, while it is in the scheduler."""
+
+    __slots__ = (
+        "attempt_start",
+        "attempts",
+        "error",
+        "first_start",
+        "index",
+        "item",
+        "key",
+        "throttles",
+        "unparked",
+        "weights",
+    )
+
+    def __init__(self, index: int, item: Any, key: str) -> None:
+        self.index = index
+        self.item = item
+        self.key = key
+        self.attempts = 0
+        self.throttles = 0
+        self.first_start = -1.0
+        self.attempt_start = 0.0
+        self.weights: tuple[float, ...] = ()
+        self.error: BaseException | None = None  # a failure found before any attempt
+        self.unparked = False
+
+
+class Scheduler:
+    """Runs one job's items to completion and yields their outcomes in batches.
+
+    Args:
+        work: The user's callable (the backend wraps it).
+        items: An iterable or async iterable of items.
+        limits, retry, timeout, key: The job's policy.
+        backend: Where attempts run.
+        clock, rng: Injected time and randomness.
+        subscribers: ``callable(event)`` observers.
+        ordered: Emit outcomes in input order (otherwise as they complete).
+        window: Max pieces pulled and not yet settled (or emitted, when ordered).
+    """
+
+    def __init__(
+        self,
+        work: Callable[..., Any],
+        items: Iterable[Any] | AsyncIterable[Any],
+        *,
+        limits: Limits,
+        retry: Retry,
+        timeout: float | None,
+        key: Callable[[Any], Any] | None,
+        backend: Backend,
+        clock: Clock,
+        rng: random.Random,
+        subscribers: tuple[Subscriber, ...] = (),
+        ordered: bool = False,
+        window: int | None = None,
+    ) -> None:
+        self._work = work
+        if isinstance(items, AsyncIterable):
+            self._sync_iter: Iterator[Any] | None = None
+            self._async_iter: AsyncIterator[Any] | None = aiter(items)
+        elif isinstance(items, Iterable):
+            self._sync_iter = iter(items)
+            self._async_iter = None
+        else:
+            raise TypeError(f"items={items!r}: expected an iterable or an async iterable of items")
+        self._limits = limits
+        self._retry = retry
+        self._timeout = timeout
+        self._key_fn = key
+        self._backend = backend
+        self._clock = clock
+        self._rng = rng
+        self._subs = subscribers
+        self._ordered = ordered
+
+        self._concurrency = limits.effective_concurrency
+        self._per_key = limits.per_key
+        self._rates = [RateMeter(r) for r in limits.rates]
+        self._weighted = any(r.weight is not None for r in limits.rates)
+        self._window = window if window is not None else self._concurrency * 4 + 64
+        # Key and rate checks are skipped entirely until something needs them.
+        self._gated = bool(self._per_key or self._rates)
+
+        self._invoke: Invoker | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._t0 = 0.0  # clock.now() at start
+        self._wall0 = 0.0  # clock.wall() at start
+
+        self._next_index = 0
+        self._exhausted = False
+        self._unsettled = 0
+        self._ready: deque[_Piece] = deque()
+        self._parked: dict[str, deque[_Piece]] = {}
+        self._keys: dict[str, KeyState] = {}
+        self._in_flight = 0
+        self._blocked_until = -math.inf
+        self._timers: list[tuple[float, int, int, Any]] = []
+        self._timer_seq = 0
+        self._timer_handle: asyncio.TimerHandle | None = None
+        self._timer_when = math.inf
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._feeder: asyncio.Task[None] | None = None
+        self._room: asyncio.Event | None = None
+
+        self._batch: list[Outcome[Any]] = []
+        self._reorder: dict[int, Outcome[Any]] = {}
+        self._next_emit = 0
+        self._wake: asyncio.Future[None] | None = None
+        self._fatal: BaseException | None = None
+        self._closing = False
+        self._filling = False
+
+        self.attempts = 0
+        self.retries = 0
+        self.throttles = 0
+        self.throttle_wait = 0.0
+        self.succeeded = 0
+        self.failed = 0
+
+    # ------------------------------------------------------------------ driving
+
+    async def batches(self) -> AsyncGenerator[list[Outcome[Any]], None]:
+        """Run everything; yield outcomes in batches as they settle."""
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        clock = self._clock
+        self._t0 = clock.now()
+        self._wall0 = clock.wall()
+        self._invoke = await self._backend.start(self._work, concurrency=self._concurrency)
+        try:
+            if self._async_iter is not None:
+                self._room = asyncio.Event()
+                self._feeder = loop.create_task(self._feed())
+            self._fill()
+            while True:
+                if self._fatal is not None:
+                    raise self._fatal
+                batch = self._batch
+                if batch:
+                    self._batch = []
+                    yield batch
+                    continue
+                if self._exhausted and self._unsettled == 0 and not self._reorder:
+                    break
+                self._wake = loop.create_future()
+                await self._wake
+                self._wake = None
+        finally:
+            await self._shutdown()
+
+    def stats(self) -> RunStats:
+        """Counts so far (final once ``batches()`` is exhausted)."""
+        now = self._clock.now()
+        return RunStats(
+            total=self.succeeded + self.failed,
+            succeeded=self.succeeded,
+            failed=self.failed,
+            attempts=self.attempts,
+            retries=self.retries,
+            throttles=self.throttles,
+            throttle_wait=self.throttle_wait,
+            wall_time=now - self._t0,
+            started=self._wall0,
+            finished=self._wall0 + (now - self._t0),
+        )
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    def _notify(self) -> None:
+        wake = self._wake
+        if wake is not None and not wake.done():
+            wake.set_result(None)
+
+    async def _shutdown(self) -> None:
+        self._closing = True
+        if self._timer_handle is not None:
+            self._timer_handle.cancel()
+            self._timer_handle = None
+        pending = [t for t in self._tasks if not t.done()]
+        if self._feeder is not None and not self._feeder.done():
+            pending.append(self._feeder)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+        self._tasks.clear()
+        await self._backend.close()
+
+    # ------------------------------------------------------------------ the source
+
+    def _make_piece(self, item: Any) -> _Piece:
+        index = self._next_index
+        self._next_index = index + 1
+        self._unsettled += 1
+        key = ""
+        piece = _Piece(index, item, key)
+        key_fn = self._key_fn
+        try:
+            if key_fn is not None:
+                raw = key_fn(item)
+                piece.key = "" if raw is None else str(raw)
+            if self._weighted:
+                piece.weights = tuple(m.weight_of(item) for m in self._rates)
+            elif self._rates:
+                piece.weights = (1.0,) * len(self._rates)
+        except Exception as exc:
+            piece.error = exc
+        return piece
+
+    def _room_to_pull(self) -> bool:
+        if self._ordered:
+            return self._next_index - self._next_emit < self._window
+        return self._unsettled < self._window
+
+    def _pull_sync(self) -> _Piece | None:
+        assert self._sync_iter is not None
+        try:
+            item = next(self._sync_iter)
+        except StopIteration:
+            self._exhausted = True
+            self._notify()
+            return None
+        except Exception as exc:
+            exc.add_note(f"(raised by the items iterable after {self._next_index} items)")
+            self._exhausted = True
+            self._fatal = exc
+            self._notify()
+            return None
+        return self._make_piece(item)
+
+    async def _feed(self) -> None:
+        """Pull an async iterable into the ready queue, up to the window (the read-ahead)."""
+        assert self._async_iter is not None and self._room is not None
+        it = self._async_iter
+        room = self._room
+        try:
+            while True:
+                while not self._room_to_pull():
+                    room.clear()
+                    await room.wait()
+                try:
+                    item = await anext(it)
+                except StopAsyncIteration:
+                    break
+                self._ready.append(self._make_piece(item))
+                self._fill()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            exc.add_note(f"(raised by the items async iterable after {self._next_index} items)")
+            self._fatal = exc
+        finally:
+            self._exhausted = True
+            self._notify()
+
+    # ------------------------------------------------------------------ admission
+
+    def _fill(self) -> None:
+        """Start every piece that may start now."""
+        if self._filling or self._closing:
+            return
+        self._filling = True
+        try:
+            self._fill_loop()
+        finally:
+            self._filling = False
+
+    def _fill_loop(self) -> None:
+        ready = self._ready
+        sync_iter = self._sync_iter
+        gated = self._gated
+        now = self._clock.now() if gated else 0.0
+        while self._in_flight < self._concurrency:
+            if ready:
+                piece = ready.popleft()
+            elif sync_iter is not None and not self._exhausted and self._room_to_pull():
+                pulled = self._pull_sync()
+                if pulled is None:
+                    return
+                piece = pulled
+            else:
+                return
+            if piece.error is not None:
+                self._fail(piece, piece.error, self._clock.now(), before_start=True)
+                continue
+            if gated or self._gated:
+                if not gated:
+                    gated = True
+                    now = self._clock.now()
+                verdict = self._admit(piece, now)
+                if verdict == 1:  # parked under its key; others may go on
+                    continue
+                if verdict == 2:  # the whole job waits (rate); keep the order
+                    ready.appendleft(piece)
+                    return
+                if verdict == 3:  # can never fit
+                    continue
+            self._start(piece)
+
+    def _admit(self, piece: _Piece, now: float) -> int:
+        """0: start it; 1: parked for its key; 2: everything waits; 3: failed (never fits)."""
+        key = piece.key
+        parked = self._parked.get(key)
+        if parked is not None and not piece.unparked:
+            parked.append(piece)  # its key already has pieces waiting: keep their order
+            return 1
+        piece.unparked = False
+        state = self._keys.get(key)
+        if state is not None:
+            if state.paused_until > now + EPSILON:
+                self._park(piece, front=parked is not None)
+                if state.resume_at != state.paused_until:
+                    state.resume_at = state.paused_until
+                    self._add_timer(state.paused_until, _KEY, key)
+                return 1
+            per_key = self._per_key
+            if per_key is not None and state.in_flight >= per_key:
+                self._park(piece, front=parked is not None)
+                return 1
+        if self._rates:
+            if now < self._blocked_until - EPSILON:
+                return 2
+            wait = 0.0
+            for meter, weight in zip(self._rates, piece.weights, strict=True):
+                w = meter.wait(weight, now)
+                wait = max(wait, w)
+            if wait == math.inf:
+                rate = next(
+                    m.rate
+                    for m, w in zip(self._rates, piece.weights, strict=True)
+                    if w > m.rate.count + EPSILON or (m.rate.burst and w > m.rate.burst + EPSILON)
+                )
+                self._fail(
+                    piece,
+                    ValueError(
+                        f"piece {piece.index} weighs {max(piece.weights):g} units, more than the "
+                        f"rate {rate} allows in one window; raise the rate (or its burst) or "
+                        "split the piece"
+                    ),
+                    now,
+                    before_start=True,
+                )
+                return 3
+            if wait > 0.0:
+                self._blocked_until = now + wait
+                self._add_timer(now + wait, _WAKE, None)
+                return 2
+            for meter, weight in zip(self._rates, piece.weights, strict=True):
+                meter.start(weight, now)
+        return 0
+
+    def _park(self, piece: _Piece, *, front: bool) -> None:
+        parked = self._parked.get(piece.key)
+        if parked is None:
+            parked = self._parked[piece.key] = deque()
+        if front:
+            parked.appendleft(piece)
+        else:
+            parked.append(piece)
+
+    def _unpark(self, key: str, now: float) -> None:
+        """Move the pieces that may now start for ``key`` back to the front of the queue."""
+        parked = self._parked.get(key)
+        if not parked:
+            return
+        state = self._keys.get(key)
+        if state is not None and state.paused_until > now + EPSILON:
+            return
+        free = len(parked)
+        if self._per_key is not None and state is not None:
+            free = min(free, self._per_key - state.in_flight)
+        if free <= 0:
+            return
+        moving = [parked.popleft() for _ in range(free)]
+        if not parked:
+            del self._parked[key]
+        for piece in moving:
+            piece.unparked = True
+        self._ready.extendleft(reversed(moving))
+
+    def _key_state(self, key: str) -> KeyState:
+        state = self._keys.get(key)
+        if state is None:
+            state = self._keys[key] = KeyState()
+        return state
+
+    # ------------------------------------------------------------------ timers
+
+    def _add_timer(self, when: float, kind: int, payload: Any) -> None:
+        self._timer_seq += 1
+        heapq.heappush(self._timers, (when, self._timer_seq, kind, payload))
+        if when < self._timer_when:
+            self._arm_timer()
+
+    def _arm_timer(self) -> None:
+        if self._timer_handle is not None:
+            self._timer_handle.cancel()
+            self._timer_handle = None
+        if not self._timers or self._closing:
+            self._timer_when = math.inf
+            return
+        when = self._timers[0][0]
+        self._timer_when = when
+        assert self._loop is not None
+        delay = max(0.0, when - self._clock.now())
+        self._timer_handle = self._loop.call_later(delay, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer_handle = None
+        self._timer_when = math.inf
+        now = self._clock.now()
+        timers = self._timers
+        while timers and timers[0][0] <= now + EPSILON:
+            _, _, kind, payload = heapq.heappop(timers)
+            if kind == _RETRY:
+                self._ready.append(payload)
+            elif kind == _KEY:
+                self._unpark(payload, now)
+        if timers:
+            self._arm_timer()
+        self._fill()
+
+    # ------------------------------------------------------------------ attempts
+
+    def _start(self, piece: _Piece) -> None:
+        piece.attempts += 1
+        self.attempts += 1
+        self._in_flight += 1
+        if self._per_key is not None:
+            self._key_state(piece.key).in_flight += 1
+        assert self._loop is not None
+        task = self._loop.create_task(self._attempt(piece))
+        self._tasks.add(task)
+
+    async def _attempt(self, piece: _Piece) -> None:
+        clock = self._clock
+        started = clock.now()
+        piece.attempt_start = started
+        if piece.first_start < 0:
+            piece.first_start = started
+        if self._subs:
+            self._emit(AttemptStarted(started - self._t0, piece.index, piece.key, piece.attempts))
+        invoke = self._invoke
+        assert invoke is not None
+        try:
+            if self._timeout is None:
+                value = await invoke(piece.item)
+            else:
+                value = await self._invoke_with_timeout(invoke, piece.item, self._timeout)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if self._closing or (task is not None and task.cancelling()):
+                raise
+            # The work itself raised CancelledError (not us cancelling it): a failure like others.
+            self._on_error(piece, asyncio.CancelledError("the work raised CancelledError"))
+        except Exception as exc:
+            self._on_error(piece, exc)
+        except BaseException as exc:  # KeyboardInterrupt, SystemExit from the work: stop the run
+            self._fatal = exc
+            self._notify()
+        else:
+            self._on_success(piece, value)
+        finally:
+            task = asyncio.current_task()
+            if task is not None:
+                self._tasks.discard(task)
+
+    @staticmethod
+    async def _invoke_with_timeout(invoke: Invoker, item: Any, timeout: float) -> Any:
+        scope = asyncio.timeout(timeout)
+        try:
+            async with scope:
+                return await invoke(item)
+        except TimeoutError:
+            if scope.expired():
+                raise TimeoutError(
+                    f"the attempt took longer than its timeout of {timeout:g}s"
+                ) from None
+            raise
+
+    def _release(self, piece: _Piece, now: float) -> None:
+        self._in_flight -= 1
+        if self._per_key is not None:
+            self._keys[piece.key].in_flight -= 1
+            if piece.key in self._parked:
+                self._unpark(piece.key, now)
+
+    def _on_success(self, piece: _Piece, value: Any) -> None:
+        now = self._clock.now()
+        self._release(piece, now)
+        self.succeeded += 1
+        if self._subs:
+            self._emit(
+                PieceSucceeded(
+                    now - self._t0,
+                    piece.index,
+                    piece.key,
+                    piece.attempts,
+                    now - piece.attempt_start,
+                )
+            )
+        wall = self._wall0 - self._t0
+        self._settle(
+            Outcome(
+                piece.index,
+                piece.item,
+                True,
+                value,
+                None,
+                piece.attempts,
+                wall + piece.first_start,
+                wall + now,
+                piece.key,
+                piece.throttles,
+            )
+        )
+
+    def _on_error(self, piece: _Piece, exc: BaseException) -> None:
+        now = self._clock.now()
+        self._release(piece, now)
+        retry = self._retry
+        delay: float
+        retry_after = throttle_delay(exc)
+        if retry_after is not False:
+            piece.attempts -= 1  # a throttle does not use up an attempt
+            piece.throttles += 1
+            self.throttles += 1
+            if piece.throttles > retry.max_throttles:
+                exc.add_note(
+                    f"(throttled {piece.throttles} times, more than Retry(max_throttles="
+                    f"{retry.max_throttles}) allows)"
+                )
+                piece.attempts += 1  # report the attempt that ended it
+                self._fail(piece, exc, now)
+                return
+            if retry_after is None or retry_after is True:
+                delay = retry.backoff(piece.throttles, self._rng)
+            else:
+                delay = float(retry_after)
+            if not self._within_deadline(piece, now, delay):
+                exc.add_note("(the piece's retry deadline passed while it was throttled)")
+                piece.attempts += 1
+                self._fail(piece, exc, now)
+                return
+            self.throttle_wait += delay
+            # Pause the key so its neighbours do not pile on while the server wants quiet.
+            self._gated = True
+            state = self._key_state(piece.key)
+            until = now + delay
+            state.paused_until = max(state.paused_until, until)
+            if self._subs:
+                self._emit(
+                    ThrottleWait(
+                        now - self._t0,
+                        piece.index,
+                        piece.key,
+                        piece.attempts + 1,
+                        delay,
+                        None if retry_after is None else float(retry_after),
+                    )
+                )
+            self._add_timer(until, _RETRY, piece)
+            self._fill()
+            return
+        if (
+            piece.attempts < retry.attempts
+            and retry.retries_on(exc)
+            and self._within_deadline(piece, now, delay := retry.backoff(piece.attempts, self._rng))
+        ):
+            self.retries += 1
+            if self._subs:
+                self._emit(
+                    RetryScheduled(
+                        now - self._t0,
+                        piece.index,
+                        piece.key,
+                        piece.attempts,
+                        delay,
+                        _type_name(exc),
+                        str(exc),
+                    )
+                )
+            if delay <= 0.0:
+                self._ready.append(piece)
+            else:
+                self._add_timer(now + delay, _RETRY, piece)
+            self._fill()
+            return
+        self._fail(piece, exc, now)
+
+    def _within_deadline(self, piece: _Piece, now: float, delay: float) -> bool:
+        deadline = self._retry.deadline
+        if deadline is None:
+            return True
+        return (now + delay) - piece.first_start <= deadline + EPSILON
+
+    def _fail(
+        self, piece: _Piece, exc: BaseException, now: float, *, before_start: bool = False
+    ) -> None:
+        self.failed += 1
+        error = ErrorInfo.from_exception(exc)
+        if self._subs:
+            duration = 0.0 if before_start else now - piece.attempt_start
+            self._emit(
+                PieceFailed(
+                    now - self._t0,
+                    piece.index,
+                    piece.key,
+                    piece.attempts,
+                    duration,
+                    error.type,
+                    error.message,
+                )
+            )
+        first = piece.first_start if piece.first_start >= 0 else now
+        wall = self._wall0 - self._t0
+        self._settle(
+            Outcome(
+                piece.index,
+                piece.item,
+                False,
+                None,
+                error,
+                piece.attempts,
+                wall + first,
+                wall + now,
+                piece.key,
+                piece.throttles,
+            )
+        )
+
+    def _settle(self, outcome: Outcome[Any]) -> None:
+        self._unsettled -= 1
+        if self._ordered:
+            self._reorder[outcome.index] = outcome
+            reorder = self._reorder
+            nxt = self._next_emit
+            while nxt in reorder:
+                self._batch.append(reorder.pop(nxt))
+                nxt += 1
+            self._next_emit = nxt
+        else:
+            self._batch.append(outcome)
+        self._notify()
+        room = self._room
+        if room is not None and not room.is_set() and self._room_to_pull():
+            room.set()
+        self._fill()
+
+    # ------------------------------------------------------------------ events
+
+    def _emit(self, event: Event | LimitChanged) -> None:
+        for subscriber in self._subs:
+            try:
+                subscriber(event)
+            except Exception as exc:  # a failing observer (a journal on a full disk) stops the run
+                if self._fatal is None:
+                    exc.add_note(f"(raised by the event subscriber {subscriber!r})")
+                    self._fatal = exc
+                    self._notify()
+
+
+def _type_name(exc: BaseException) -> str:
+    kind = type(exc)
+    if kind.__module__ in ("builtins", "__main__"):
+        return kind.__qualname__
+    return f"{kind.__module__}.{kind.__qualname__}"

@@ -1,0 +1,41 @@
+"""The backend interface: where an attempt runs.
+
+A backend turns the work function into an *invoker*, ``item -> awaitable result``, that the
+scheduler awaits inside one attempt. Everything else (limits, retries, timeouts, ordering) stays in
+the scheduler, so every backend behaves the same way.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol, runtime_checkable
+
+Invoker = Callable[[Any], Awaitable[Any]]
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Runs attempts. Started once per run, closed once at its end."""
+
+    name: str
+
+    async def start(self, work: Callable[..., Any], *, concurrency: int) -> Invoker:
+        """Get ready to run ``work`` with up to ``concurrency`` attempts at once."""
+        ...
+
+    async def close(self) -> None:
+        """Release every resource; attempts still running are abandoned."""
+        ...
+
+
+def is_async_callable(fn: object) -> bool:
+    """Whether calling ``fn`` gives a coroutine: ``async def``, a partial of one, or an object
+    whose ``__call__`` is ``async def``."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    if inspect.iscoroutinefunction(fn):
+        return True
+    call = getattr(type(fn), "__call__", None)  # noqa: B004 - the class's own __call__
+    return call is not None and inspect.iscoroutinefunction(call)
