@@ -123,7 +123,10 @@ class Rate:
         mult = float(match.group("mult")) if match.group("mult") else 1.0
         per = mult * unit
         if count <= 0 or per <= 0:
-            raise ValueError(f"rate={spec!r}: the count and the period must both be > 0")
+            raise ValueError(
+                f"rate={spec!r}: the count and the period must both be > 0; use one of "
+                f"{_RATE_FORMS}"
+            )
         return cls(count, per)
 
     @property

@@ -23,7 +23,6 @@ import asyncio
 import heapq
 import math
 import random
-from collections import deque
 from collections.abc import (
     AsyncGenerator,
     AsyncIterable,
@@ -150,8 +149,10 @@ class Scheduler:
         self._next_index = 0
         self._exhausted = False
         self._unsettled = 0
-        self._ready: deque[_Piece] = deque()
-        self._parked: dict[str, deque[_Piece]] = {}
+        # Waiting pieces are kept in input order (heaps by index), so retries and pieces released
+        # by their key go before newer ones.
+        self._ready: list[tuple[int, _Piece]] = []
+        self._parked: dict[str, list[tuple[int, _Piece]]] = {}
         self._keys: dict[str, KeyState] = {}
         self._in_flight = 0
         self._blocked_until = -math.inf
@@ -305,7 +306,8 @@ class Scheduler:
                     item = await anext(it)
                 except StopAsyncIteration:
                     break
-                self._ready.append(self._make_piece(item))
+                piece = self._make_piece(item)
+                heapq.heappush(self._ready, (piece.index, piece))
                 self._fill()
         except asyncio.CancelledError:
             raise
@@ -335,7 +337,7 @@ class Scheduler:
         now = self._clock.now() if gated else 0.0
         while self._in_flight < self._concurrency:
             if ready:
-                piece = ready.popleft()
+                piece = heapq.heappop(ready)[1]
             elif sync_iter is not None and not self._exhausted and self._room_to_pull():
                 pulled = self._pull_sync()
                 if pulled is None:
@@ -354,7 +356,7 @@ class Scheduler:
                 if verdict == 1:  # parked under its key; others may go on
                     continue
                 if verdict == 2:  # the whole job waits (rate); keep the order
-                    ready.appendleft(piece)
+                    heapq.heappush(ready, (piece.index, piece))
                     return
                 if verdict == 3:  # can never fit
                     continue
@@ -364,21 +366,18 @@ class Scheduler:
         """0: start it; 1: parked for its key; 2: everything waits; 3: failed (never fits)."""
         key = piece.key
         parked = self._parked.get(key)
-        if parked is not None and not piece.unparked:
-            parked.append(piece)  # its key already has pieces waiting: keep their order
+        if parked and not piece.unparked:
+            heapq.heappush(parked, (piece.index, piece))  # its key has pieces waiting already
             return 1
-        piece.unparked = False
         state = self._keys.get(key)
         if state is not None:
             if state.paused_until > now + EPSILON:
-                self._park(piece, front=parked is not None)
-                if state.resume_at != state.paused_until:
-                    state.resume_at = state.paused_until
-                    self._add_timer(state.paused_until, _KEY, key)
+                self._park(piece)
+                self._resume_later(key, state)
                 return 1
             per_key = self._per_key
             if per_key is not None and state.in_flight >= per_key:
-                self._park(piece, front=parked is not None)
+                self._park(piece)  # its key's next release unparks it
                 return 1
         if self._rates:
             if now < self._blocked_until - EPSILON:
@@ -410,36 +409,49 @@ class Scheduler:
                 return 2
             for meter, weight in zip(self._rates, piece.weights, strict=True):
                 meter.start(weight, now)
+        piece.unparked = False
         return 0
 
-    def _park(self, piece: _Piece, *, front: bool) -> None:
+    def _park(self, piece: _Piece) -> None:
+        piece.unparked = False
         parked = self._parked.get(piece.key)
         if parked is None:
-            parked = self._parked[piece.key] = deque()
-        if front:
-            parked.appendleft(piece)
-        else:
-            parked.append(piece)
+            parked = self._parked[piece.key] = []
+        heapq.heappush(parked, (piece.index, piece))
 
     def _unpark(self, key: str, now: float) -> None:
-        """Move the pieces that may now start for ``key`` back to the front of the queue."""
+        """Move the pieces that may now start for ``key`` back to the ready queue."""
         parked = self._parked.get(key)
         if not parked:
             return
         state = self._keys.get(key)
         if state is not None and state.paused_until > now + EPSILON:
+            self._resume_later(key, state)  # the pause was extended meanwhile
             return
         free = len(parked)
         if self._per_key is not None and state is not None:
             free = min(free, self._per_key - state.in_flight)
-        if free <= 0:
-            return
-        moving = [parked.popleft() for _ in range(free)]
+        for _ in range(free):
+            entry = heapq.heappop(parked)
+            entry[1].unparked = True
+            heapq.heappush(self._ready, entry)
         if not parked:
             del self._parked[key]
-        for piece in moving:
-            piece.unparked = True
-        self._ready.extendleft(reversed(moving))
+
+    def _requeue(self, piece: _Piece, now: float) -> None:
+        """A piece back from a wait: ahead of its key's newer pieces, or ready to go."""
+        parked = self._parked.get(piece.key)
+        if parked:
+            self._park(piece)
+            self._unpark(piece.key, now)
+        else:
+            heapq.heappush(self._ready, (piece.index, piece))
+
+    def _resume_later(self, key: str, state: KeyState) -> None:
+        """Make sure a timer will unpark ``key`` when its pause ends."""
+        if state.resume_at != state.paused_until:
+            state.resume_at = state.paused_until
+            self._add_timer(state.paused_until, _KEY, key)
 
     def _key_state(self, key: str) -> KeyState:
         state = self._keys.get(key)
@@ -476,7 +488,7 @@ class Scheduler:
         while timers and timers[0][0] <= now + EPSILON:
             _, _, kind, payload = heapq.heappop(timers)
             if kind == _RETRY:
-                self._ready.append(payload)
+                self._requeue(payload, now)
             elif kind == _KEY:
                 self._unpark(payload, now)
         if timers:
@@ -644,7 +656,7 @@ class Scheduler:
                     )
                 )
             if delay <= 0.0:
-                self._ready.append(piece)
+                self._requeue(piece, now)
             else:
                 self._add_timer(now + delay, _RETRY, piece)
             self._fill()
