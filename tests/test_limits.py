@@ -167,7 +167,9 @@ def test_window_never_exceeded_in_any_window(
         arrivals.append(t)
     starts = _simulate(WindowMeter(capacity, period), arrivals, [float(w) for w in weights])
     for i, s in enumerate(starts):
-        in_window = sum(w for s2, w in zip(starts, weights, strict=True) if s <= s2 < s + period - EPSILON)
+        in_window = sum(
+            w for s2, w in zip(starts, weights, strict=True) if s <= s2 < s + period - EPSILON
+        )
         assert in_window <= capacity, (i, s)
     # and it is not slower than it must be: each start is at its arrival or when a window frees
     assert all(s >= a for s, a in zip(starts, arrivals, strict=True))

@@ -529,7 +529,7 @@ def test_stream_break_cancels_in_flight(clock: FakeClock) -> None:
 
 
 def test_sync_work_on_async_backend_runs_inline(clock: FakeClock) -> None:
-    """backend='async' with a plain function runs it on the loop; awaitables it returns are awaited."""
+    """backend='async' runs a plain function on the loop and awaits what it returns."""
 
     async def later(x: int) -> int:
         await asyncio.sleep(1)
@@ -537,7 +537,7 @@ def test_sync_work_on_async_backend_runs_inline(clock: FakeClock) -> None:
 
     run = Job(lambda x: x * 2, backend="async").run([1, 2], clock=clock)
     assert run.values == [2, 4]
-    run = Job(lambda x: later(x), backend="async").run([1], clock=clock)
+    run = Job(lambda x: later(x), backend="async").run([1], clock=clock)  # noqa: PLW0108
     assert run.values == [101]
 
 
@@ -567,7 +567,9 @@ def scenarios(draw: st.DrawFn) -> dict[str, Any]:
     n = draw(st.integers(0, 40))
     return {
         "n": n,
-        "durations": draw(st.lists(st.sampled_from([0.0, 0.1, 0.5, 1.0, 3.0]), min_size=n, max_size=n)),
+        "durations": draw(
+            st.lists(st.sampled_from([0.0, 0.1, 0.5, 1.0, 3.0]), min_size=n, max_size=n)
+        ),
         "fails": draw(st.lists(st.integers(0, 3), min_size=n, max_size=n)),
         "throttles": draw(st.lists(st.integers(0, 2), min_size=n, max_size=n)),
         "keys": draw(st.lists(st.sampled_from("abc"), min_size=n, max_size=n)),
@@ -582,7 +584,7 @@ def scenarios(draw: st.DrawFn) -> dict[str, Any]:
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenarios())
 def test_property_scheduler_invariants(sc: dict[str, Any]) -> None:
-    """Property: one outcome per item in order; limits never exceeded; failures are the expected ones."""
+    """Property: one outcome per item, in order; limits hold; exactly the expected failures."""
     clock = FakeClock()
     n = sc["n"]
     fails = list(sc["fails"])
