@@ -3,6 +3,10 @@
 Efficiency is ideal / wall: how much of the concurrency limit the tool keeps busy. Each tool
 also reports the most tasks it had in flight at once, which must be exactly 100.
 
+The first row is no tool at all: 100 tasks that each sleep 50 times in a row, the best any
+limiter could do on this event loop (its timers fire late by up to a millisecond, and 100 wake-ups
+per round queue behind each other). "vs floor" is that row's wall divided by the tool's.
+
 Target: shoal's efficiency >= 0.97.
 """
 
@@ -26,6 +30,7 @@ CONCURRENCY = 100
 IDEAL = N / CONCURRENCY * SLEEP
 MIN_EFFICIENCY = 0.97
 
+FLOOR = "floor: 100 fixed chains of 50 sleeps, no limiter"
 GATHER = "asyncio.gather + Semaphore(100)"
 AIOMETER = "aiometer.amap(max_at_once=100)"
 SHOAL = "shoal.amap(concurrency=100)"
@@ -53,6 +58,16 @@ class Gauge:
         return sleeper
 
 
+async def with_chains(work: Work, n: int) -> Sequence[object]:
+    """The floor: each of 100 tasks runs its share of the items in a row, nothing to schedule."""
+
+    async def chain(first: int) -> list[int]:
+        return [await work(item) for item in range(first, n, CONCURRENCY)]
+
+    chains = await asyncio.gather(*(chain(i) for i in range(CONCURRENCY)))
+    return [value for values in chains for value in values]
+
+
 async def with_gather(work: Work, n: int) -> Sequence[object]:
     semaphore = asyncio.Semaphore(CONCURRENCY)
 
@@ -73,6 +88,7 @@ async def with_shoal(work: Work, n: int) -> Sequence[object]:
 
 
 TOOLS: dict[str, Callable[[Work, int], Awaitable[Sequence[object]]]] = {
+    FLOOR: with_chains,
     GATHER: with_gather,
     AIOMETER: with_aiometer,
     SHOAL: with_shoal,
@@ -108,6 +124,7 @@ def run(repeat: int) -> Result:
             "efficiency (best)",
             "max in flight",
             "wall vs gather",
+            "vs floor",
         ],
     )
     for tool in tools:
@@ -119,13 +136,15 @@ def run(repeat: int) -> Result:
                 fmt(IDEAL / wall[tool], 3),
                 str(peaks[tool]),
                 ratio(wall[tool], wall[GATHER]),
+                f"{wall[FLOOR] / wall[tool]:.3f}",
             ]
         )
     efficiency = IDEAL / wall[SHOAL]
     result.checks.append(
         Check(
             f"shoal efficiency (ideal {IDEAL:.1f} s / wall) >= {MIN_EFFICIENCY}",
-            f"{efficiency:.3f} (wall {wall[SHOAL]:.3f} s; gather {IDEAL / wall[GATHER]:.3f})",
+            f"{efficiency:.3f} (wall {wall[SHOAL]:.3f} s; gather {IDEAL / wall[GATHER]:.3f}, "
+            f"no-limiter floor {IDEAL / wall[FLOOR]:.3f})",
             efficiency >= MIN_EFFICIENCY,
         )
     )

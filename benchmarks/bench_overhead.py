@@ -56,6 +56,10 @@ async def with_shoal(n: int) -> list[object]:
     return await shoal.amap(noop, range(n), concurrency=CONCURRENCY)
 
 
+def with_shoal_sync(n: int) -> list[int | shoal.Failure]:
+    return shoal.map(noop, range(n), concurrency=CONCURRENCY)
+
+
 ASYNC_TOOLS: dict[str, Callable[[int], Awaitable[Sequence[object]]]] = {
     GATHER: with_gather,
     AIOMETER: with_aiometer,
@@ -66,7 +70,7 @@ ASYNC_TOOLS: dict[str, Callable[[int], Awaitable[Sequence[object]]]] = {
 def measure(tool: str, n: int = N) -> float:
     """Seconds for one run of ``tool`` over ``n`` tasks; checks that every result came back."""
     if tool == SHOAL_SYNC:
-        seconds, value = time_sync(lambda: shoal.map(noop, range(n), concurrency=CONCURRENCY))
+        seconds, value = time_sync(lambda: with_shoal_sync(n))
     else:
         fn = ASYNC_TOOLS[tool]
         seconds, value = time_in_loop(lambda: fn(n))
