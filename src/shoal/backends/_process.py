@@ -1,0 +1,544 @@
+"""The process backend: CPU-bound work in worker processes that shoal owns one by one.
+
+Why not ``concurrent.futures.ProcessPoolExecutor``: when one of its workers dies, the whole pool
+is broken (every pending future fails with ``BrokenProcessPool``), and it cannot stop one running
+call. Here each worker is its own process with its own two pipes, so:
+
+- a worker that dies (``os._exit``, a segfault, the OOM killer) fails only the item it was running,
+  with :class:`WorkerCrashed` (which the retry policy retries like any error); the items batched
+  behind it never started and go back to the front of the queue without using an attempt; a new
+  worker takes its place and the run goes on;
+- an attempt that is cancelled while it runs (its timeout expired, the run stopped) is stopped for
+  real: its worker is killed and replaced. Items batched with it that had not finished are run
+  again later without using an attempt (they were not at fault). When the item being cut off is
+  not the timed-out one but a batch-mate ahead of it, that batch-mate starts over from scratch.
+
+Small items travel in batches (see ``_batching``): a worker gets several items in one message
+and reports each one as it finishes, so the pipe round trip is paid per batch.
+
+Workers start with the ``spawn`` method (no fork of a process that may have threads), so the work
+function, items and results must pickle, and a script that uses this backend needs the usual
+``if __name__ == "__main__":`` guard. The work function is checked up front.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import multiprocessing
+import os
+import pickle
+import signal
+import time
+from collections import deque
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from .._exceptions import ShoalError
+from . import _process_worker
+from ._base import Invoker
+from ._batching import DEFAULT_TARGET, BatchSizer
+from ._process_worker import HEADER
+
+_READ_CHUNK = 1 << 20
+_MAX_START_FAILURES = 3
+
+
+class WorkerCrashed(ShoalError):
+    """The worker process running this piece died (a crash, ``os._exit``, killed by the OS).
+
+    Only the piece it was running gets this error; the retry policy decides whether it runs again
+    (by default it does, in a new worker).
+    """
+
+    def __init__(self, message: str, exitcode: int | None = None) -> None:
+        super().__init__(message)
+        self.exitcode = exitcode
+
+
+def describe_exit(exitcode: int | None) -> str:
+    """``exited with code 3`` / ``was killed by SIGSEGV``."""
+    if exitcode is None:
+        return "died"
+    if exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        return f"was killed by {name}"
+    return f"exited with code {exitcode}"
+
+
+def check_picklable(work: Callable[..., Any], backend: str, dumps: Callable[[Any], bytes]) -> bytes:
+    """``dumps(work)``, or a :class:`TypeError` that says why and how to fix it."""
+    try:
+        return dumps(work)
+    except Exception as exc:
+        name = getattr(work, "__qualname__", None) or repr(work)
+        hint = ""
+        if "<lambda>" in name or "<locals>" in name:
+            hint = "; a lambda or a local function cannot be pickled: define it at module level"
+        raise TypeError(
+            f"the {backend} backend sends work to other processes by pickling it, and the work "
+            f"function {name} cannot be pickled ({type(exc).__name__}: {exc}){hint}"
+        ) from exc
+
+
+class _Entry:
+    """One invocation: its item and the future the scheduler awaits."""
+
+    __slots__ = ("future", "item", "worker")
+
+    def __init__(self, item: Any, future: asyncio.Future[Any]) -> None:
+        self.item = item
+        self.future = future
+        self.worker: _Worker | None = None
+
+
+class _Worker:
+    __slots__ = (
+        "batch",
+        "batch_seconds",
+        "dead",
+        "inbox",
+        "killed",
+        "outbox",
+        "outbuf",
+        "pid",
+        "proc",
+        "rbuf",
+        "ready",
+        "received",
+        "rfd",
+        "wfd",
+    )
+
+    def __init__(self, proc: BaseProcess, inbox: Connection, outbox: Connection) -> None:
+        self.proc = proc
+        self.pid = proc.pid
+        self.inbox = inbox  # we write batches here
+        self.outbox = outbox  # we read results here
+        self.wfd = inbox.fileno()
+        self.rfd = outbox.fileno()
+        self.rbuf = bytearray()
+        self.outbuf = bytearray()
+        self.batch: list[_Entry] | None = None
+        self.received = 0
+        self.batch_seconds = 0.0
+        self.ready = False
+        self.killed = False
+        self.dead = False
+
+
+class ProcessBackend:
+    """Runs work in worker processes; a crashed or timed-out worker is replaced, not fatal.
+
+    Args:
+        workers: Worker processes; by default the usable CPUs, and never more than the run's
+            concurrency.
+        max_batch: The most items sent to a worker at once (``None``: chosen from measured
+            durations, about 20 ms of work per batch).
+        batch_seconds: Seconds of work a batch aims for.
+        start_method: The ``multiprocessing`` start method (``"spawn"`` or ``"forkserver"``).
+
+    Raises:
+        TypeError: at the start of a run, when the work function cannot be pickled.
+    """
+
+    name = "process"
+
+    def __init__(
+        self,
+        workers: int | None = None,
+        *,
+        max_batch: int | None = None,
+        batch_seconds: float = DEFAULT_TARGET,
+        start_method: str = "spawn",
+    ) -> None:
+        if workers is not None and (isinstance(workers, bool) or workers < 1):
+            raise ValueError(f"workers={workers!r}: must be a whole number >= 1, or None")
+        if start_method not in ("spawn", "forkserver"):
+            raise ValueError(
+                f"start_method={start_method!r}: use 'spawn' or 'forkserver' (fork is unsafe "
+                "in a process that runs threads)"
+            )
+        BatchSizer(batch_seconds, max_batch)  # validates both
+        self.workers = workers
+        self.max_batch = max_batch
+        self.batch_seconds = batch_seconds
+        self.start_method = start_method
+        self._pool: _Pool | None = None
+
+    async def start(self, work: Callable[..., Any], *, concurrency: int) -> Invoker:
+        work_bytes = check_picklable(
+            work, "process", lambda w: pickle.dumps(w, pickle.HIGHEST_PROTOCOL)
+        )
+        workers = min(self.workers or usable_cpus(), max(1, concurrency))
+        self._pool = _Pool(
+            work_bytes,
+            workers,
+            BatchSizer(self.batch_seconds, self.max_batch),
+            multiprocessing.get_context(self.start_method),
+        )
+        return self._pool.submit
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+
+    @property
+    def pids(self) -> list[int]:
+        """The process ids of the live workers (for tests and diagnostics)."""
+        return self._pool.pids if self._pool is not None else []
+
+    def __repr__(self) -> str:
+        return f"ProcessBackend(workers={self.workers}, max_batch={self.max_batch})"
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+class _Pool:
+    """The workers, the queue of items waiting for one, and the bookkeeping of who runs what."""
+
+    def __init__(
+        self,
+        work_bytes: bytes,
+        size: int,
+        sizer: BatchSizer,
+        context: Any,
+    ) -> None:
+        self._work_bytes = work_bytes
+        self._size = size
+        self._sizer = sizer
+        self._context = context
+        self._loop = asyncio.get_running_loop()
+        self._pending: deque[_Entry] = deque()
+        self._workers: list[_Worker] = []
+        self._kick_scheduled = False
+        self._closed = False
+        self._fatal: BaseException | None = None
+        self._start_failures = 0
+        for _ in range(size):
+            self._spawn()
+
+    @property
+    def pids(self) -> list[int]:
+        return [w.pid for w in self._workers if not w.dead and w.pid is not None]
+
+    # ------------------------------------------------------------------ the invoker
+
+    def submit(self, item: Any) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = self._loop.create_future()
+        if self._fatal is not None or self._closed:
+            future.set_exception(self._fatal or RuntimeError("the process backend is closed"))
+            return future
+        entry = _Entry(item, future)
+        future.add_done_callback(lambda f: self._on_item_done(entry, f))
+        self._pending.append(entry)
+        self._kick()
+        return future
+
+    def _kick(self) -> None:
+        if not self._kick_scheduled:
+            # Let the rest of this loop turn add its items: they leave in one batch.
+            self._kick_scheduled = True
+            self._loop.call_soon(self._dispatch)
+
+    def _on_item_done(self, entry: _Entry, future: asyncio.Future[Any]) -> None:
+        if not future.cancelled() or self._closed:
+            return
+        worker = entry.worker
+        if worker is None or worker.dead or worker.killed or worker.batch is None:
+            return  # still waiting (dropped at dispatch) or already over
+        if entry not in worker.batch[worker.received :]:
+            return  # its result is in: nothing runs for it any more
+        self._drain(worker)  # its result may be waiting in the pipe
+        if worker.batch is None or entry not in worker.batch[worker.received :]:
+            return
+        # Cancelled while it runs or waits inside its worker's batch (a timeout): stop it for
+        # real. The worker is killed; its other unfinished items are resubmitted on its death.
+        worker.killed = True
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(worker.pid, signal.SIGKILL)  # type: ignore[arg-type]
+
+    # ------------------------------------------------------------------ dispatch
+
+    def _dispatch(self) -> None:
+        self._kick_scheduled = False
+        if self._closed or self._fatal is not None:
+            return
+        pending = self._pending
+        while pending and pending[0].future.done():
+            pending.popleft()
+        if not pending:
+            return
+        live = [w for w in self._workers if not w.dead]
+        for _ in range(self._size - len(live)):
+            self._spawn()
+        idle = [w for w in self._workers if not w.dead and not w.killed and w.batch is None]
+        for n, worker in enumerate(idle):
+            size = self._sizer.size(len(pending), len(idle) - n)
+            batch: list[_Entry] = []
+            while pending and len(batch) < size:
+                entry = pending.popleft()
+                if not entry.future.done():
+                    batch.append(entry)
+            if not batch:
+                break
+            self._send(worker, batch)
+            if not pending:
+                break
+
+    def _send(self, worker: _Worker, batch: list[_Entry]) -> None:
+        items = [e.item for e in batch]
+        try:
+            payload = pickle.dumps(items, pickle.HIGHEST_PROTOCOL)
+        except Exception:
+            # Find the items that do not pickle; each fails on its own, the rest go.
+            good: list[_Entry] = []
+            for entry in batch:
+                try:
+                    pickle.dumps(entry.item, pickle.HIGHEST_PROTOCOL)
+                except Exception as exc:
+                    error = TypeError(
+                        f"the process backend sends each item to a worker process by pickling "
+                        f"it, and this item cannot be pickled ({type(exc).__name__}: {exc})"
+                    )
+                    entry.future.set_exception(error)
+                else:
+                    good.append(entry)
+            if not good:
+                return
+            batch = good
+            payload = pickle.dumps([e.item for e in batch], pickle.HIGHEST_PROTOCOL)
+        for entry in batch:
+            entry.worker = worker
+        worker.batch = batch
+        worker.received = 0
+        worker.batch_seconds = 0.0
+        worker.outbuf += HEADER.pack(len(payload))
+        worker.outbuf += payload
+        self._flush(worker)
+
+    def _flush(self, worker: _Worker) -> None:
+        """Write what the pipe takes now; the loop calls back when it takes more."""
+        if worker.dead:
+            return
+        try:
+            written = os.write(worker.wfd, worker.outbuf)
+        except BlockingIOError:
+            written = 0
+        except OSError:  # the worker is gone; its death is handled by the reader
+            worker.outbuf.clear()
+            self._loop.remove_writer(worker.wfd)
+            return
+        del worker.outbuf[:written]
+        if worker.outbuf:
+            self._loop.add_writer(worker.wfd, self._flush, worker)
+        else:
+            self._loop.remove_writer(worker.wfd)
+
+    # ------------------------------------------------------------------ results
+
+    def _on_readable(self, worker: _Worker) -> None:
+        if not self._drain(worker):
+            self._on_death(worker)
+
+    def _drain(self, worker: _Worker) -> bool:
+        """Read and handle every frame that has arrived; ``False`` at the end of the pipe."""
+        buf = worker.rbuf
+        alive = True
+        while True:
+            try:
+                data = os.read(worker.rfd, _READ_CHUNK)
+            except BlockingIOError:
+                break
+            except OSError:
+                data = b""
+            if not data:
+                alive = False
+                break
+            buf += data
+            if len(data) < _READ_CHUNK:
+                break
+        offset = 0
+        size = HEADER.size
+        end = len(buf)
+        while end - offset >= size:
+            (length,) = HEADER.unpack_from(buf, offset)
+            stop = offset + size + length
+            if stop > end:
+                break
+            frame = bytes(buf[offset + size : stop])
+            offset = stop
+            self._on_frame(worker, frame)
+        if offset:
+            del buf[:offset]
+        return alive
+
+    def _on_frame(self, worker: _Worker, frame: bytes) -> None:
+        try:
+            ok, value, seconds = pickle.loads(frame)  # noqa: S301 - from our own worker
+        except Exception as exc:
+            error = ShoalError(
+                f"a result from a worker process could not be unpickled ({type(exc).__name__}: "
+                f"{exc})"
+            )
+            ok, value, seconds = False, error, 0.0
+        if not worker.ready:
+            if ok:
+                worker.ready = True
+                self._start_failures = 0
+            else:
+                self._fail_all(
+                    ShoalError(
+                        "the process backend's workers cannot load the work function "
+                        f"({type(value).__name__}: {value}); it must be importable by name in a "
+                        "new Python process (define it at module level, in a module on sys.path)"
+                    )
+                )
+            return
+        batch = worker.batch
+        if batch is None or worker.received >= len(batch):
+            return  # cannot happen with a well-behaved worker; ignore rather than crash the run
+        entry = batch[worker.received]
+        worker.received += 1
+        worker.batch_seconds += seconds
+        future = entry.future
+        if not future.done():
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
+        if worker.received == len(batch):
+            self._sizer.observe(worker.batch_seconds, len(batch))
+            worker.batch = None
+            if self._pending:
+                self._dispatch()
+
+    def _on_death(self, worker: _Worker) -> None:
+        if worker.dead:
+            return
+        worker.dead = True
+        loop = self._loop
+        loop.remove_reader(worker.rfd)
+        loop.remove_writer(worker.wfd)
+        worker.proc.join(timeout=5)
+        exitcode = worker.proc.exitcode
+        self._forget(worker)
+        if self._closed:
+            return
+        if not worker.ready and not worker.killed:
+            self._start_failures += 1
+            if self._start_failures >= _MAX_START_FAILURES and self._fatal is None:
+                self._fail_all(
+                    ShoalError(
+                        f"{self._start_failures} worker processes in a row "
+                        f"{describe_exit(exitcode)} while starting; the process backend gives up"
+                    )
+                )
+                return
+        batch = worker.batch or []
+        unfinished = [e for e in batch[worker.received :] if not e.future.done()]
+        if unfinished and worker.ready and not worker.killed:
+            # The worker reports every item before it starts the next, so the first item without
+            # a report is the one it was running: only that one is to blame.
+            culprit = batch[worker.received]
+            if not culprit.future.done():
+                culprit.future.set_exception(
+                    WorkerCrashed(
+                        f"the worker process (pid {worker.pid}) running this piece "
+                        f"{describe_exit(exitcode)}",
+                        exitcode,
+                    )
+                )
+                unfinished.remove(culprit)
+        for entry in reversed(unfinished):  # back to the front of the queue, in order
+            entry.worker = None
+            self._pending.appendleft(entry)
+        worker.batch = None
+        self._kick()
+
+    def _forget(self, worker: _Worker) -> None:
+        for conn in (worker.inbox, worker.outbox):
+            with contextlib.suppress(OSError):
+                conn.close()
+        if worker in self._workers:
+            self._workers.remove(worker)
+
+    def _fail_all(self, error: BaseException) -> None:
+        self._fatal = error
+        for worker in self._workers:
+            for entry in worker.batch or []:
+                if not entry.future.done():
+                    entry.future.set_exception(error)
+            worker.batch = None
+        while self._pending:
+            entry = self._pending.popleft()
+            if not entry.future.done():
+                entry.future.set_exception(error)
+
+    # ------------------------------------------------------------------ workers
+
+    def _spawn(self) -> None:
+        ctx = self._context
+        their_inbox, our_inbox = ctx.Pipe(duplex=False)  # (reader, writer)
+        our_outbox, their_outbox = ctx.Pipe(duplex=False)
+        proc = ctx.Process(
+            target=_process_worker.main,
+            args=(their_inbox, their_outbox, self._work_bytes),
+            name="shoal-worker",
+        )
+        proc.start()
+        # Keep only our ends: the worker's death then closes the pipe and we read its end.
+        their_inbox.close()
+        their_outbox.close()
+        worker = _Worker(proc, our_inbox, our_outbox)
+        os.set_blocking(worker.wfd, False)
+        os.set_blocking(worker.rfd, False)
+        self._workers.append(worker)
+        self._loop.add_reader(worker.rfd, self._on_readable, worker)
+
+    async def close(self) -> None:
+        """Stop every worker: idle ones leave at the end of their input, busy ones are killed."""
+        self._closed = True
+        loop = self._loop
+        while self._pending:
+            self._pending.popleft().future.cancel()
+        workers = list(self._workers)
+        for worker in workers:
+            loop.remove_reader(worker.rfd)
+            loop.remove_writer(worker.wfd)
+            if worker.batch is not None and worker.proc.is_alive():
+                for entry in worker.batch[worker.received :]:
+                    entry.future.cancel()
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(worker.pid, signal.SIGKILL)  # type: ignore[arg-type]
+            with contextlib.suppress(OSError):
+                worker.inbox.close()  # end of input: an idle worker returns
+        if workers:
+            # Joining blocks: do it in a thread so the loop stays responsive meanwhile.
+            await asyncio.to_thread(_join_all, [w.proc for w in workers], 5.0)
+        for worker in workers:
+            worker.dead = True
+            self._forget(worker)
+            worker.proc.close()
+
+
+def _join_all(procs: list[BaseProcess], grace: float) -> None:
+    """Wait up to ``grace`` seconds for the processes to leave; kill the ones that do not."""
+    deadline = time.monotonic() + grace
+    for proc in procs:
+        proc.join(timeout=max(0.0, deadline - time.monotonic()))
+    for proc in procs:
+        if proc.is_alive():
+            proc.kill()
+            proc.join(timeout=5)
