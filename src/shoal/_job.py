@@ -6,13 +6,32 @@ import asyncio
 import concurrent.futures
 import contextlib
 import math
+import os
 import random
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Sequence
+import signal
+import threading
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Sequence,
+)
 from typing import Any, Generic, Literal, TypeVar
 
 from ._clock import Clock, MonotonicClock
+from ._codec import Codec, JSONCodec
 from ._events import Subscriber
 from ._exceptions import JobFailed
+from ._journal import (
+    Journal,
+    JournalSession,
+    callable_name,
+    job_fingerprint,
+    load_stored_items,
+)
 from ._limits import Limits, Rate
 from ._outcome import Failure, Outcome, Run
 from ._retry import Retry
@@ -84,6 +103,9 @@ class Job(Generic[T, R]):
             ``"thread"``, or a :class:`shoal.backends.Backend` object.
         name: A name for reports (default: the work function's name).
         timeout: Seconds one attempt may take before it fails with ``TimeoutError``.
+        id: ``item -> unique string``: the piece's id in a journal. Without it the id is a hash
+            of the item's content, so identical items share an id (and, on resume, a result).
+        codec: How results are stored in a journal (default: JSON; see ``shoal.journal``).
 
     Raises:
         TypeError, ValueError: anything that cannot work, at construction.
@@ -100,6 +122,8 @@ class Job(Generic[T, R]):
         backend: str | Backend = "auto",
         name: str | None = None,
         timeout: float | None = None,
+        id: Callable[[T], Any] | None = None,
+        codec: Codec | None = None,
     ) -> None:
         if not callable(work):
             raise TypeError(
@@ -124,6 +148,14 @@ class Job(Generic[T, R]):
                 "one every item has the same key; use concurrency= for a global limit"
             )
         _check_backend(backend)
+        if id is not None and not callable(id):
+            raise TypeError(f"id={id!r}: expected a callable item -> unique string, or None")
+        if codec is None:
+            codec = JSONCodec()
+        elif not isinstance(codec, Codec):
+            raise TypeError(f"codec={codec!r}: expected an object with name, encode and decode")
+        self.id = id
+        self.codec = codec
         self.work = work
         self.key = key
         self.limits = limits
@@ -146,8 +178,21 @@ class Job(Generic[T, R]):
         rng: random.Random | None,
         subscribers: Subscriber | Sequence[Subscriber] | None,
         ordered: bool,
+        journal: str | os.PathLike[str] | Journal | None = None,
+        resume: bool = True,
+        mode: str = "run",
     ) -> tuple[Scheduler, Clock]:
         clock = clock if clock is not None else MonotonicClock()
+        session = None
+        if journal is not None:
+            session = JournalSession(
+                Journal.of(journal),
+                job=self.name,
+                fingerprint=self.fingerprint(),
+                config=self.describe(),
+                resume=resume,
+                mode=mode,
+            )
         scheduler = Scheduler(
             self.work,
             items,
@@ -160,26 +205,79 @@ class Job(Generic[T, R]):
             rng=rng if rng is not None else random.Random(),
             subscribers=_subscribers(subscribers),
             ordered=ordered,
+            journal=session,
+            piece_id=self.id,
+            codec=self.codec,
         )
         return scheduler, clock
+
+    def fingerprint(self) -> str:
+        """A hash of what decides this job's results: the work function (its name and source),
+        the id function and the codec. Not the limits, retries or backend: a resumed run may use
+        other ones."""
+        return job_fingerprint(self.work, self.id, self.codec)
+
+    def describe(self) -> dict[str, Any]:
+        """The job's configuration as plain data (stored in journals, shown in reports)."""
+        return {
+            "name": self.name,
+            "work": callable_name(self.work),
+            "limits": repr(self.limits),
+            "retry": repr(self.retry),
+            "backend": self.backend if isinstance(self.backend, str) else repr(self.backend),
+            "timeout": self.timeout,
+            "codec": self.codec.name,
+        }
 
     async def arun(
         self,
         items: Items[T],
         *,
         errors: Errors = "return",
+        journal: str | os.PathLike[str] | Journal | None = None,
+        resume: bool = True,
         clock: Clock | None = None,
         rng: random.Random | None = None,
         subscribers: Subscriber | Sequence[Subscriber] | None = None,
     ) -> Run[R]:
         """Run every item; return the :class:`Run` (see :meth:`run`)."""
+        return await self._arun(
+            items,
+            errors=errors,
+            journal=journal,
+            resume=resume,
+            clock=clock,
+            rng=rng,
+            subscribers=subscribers,
+        )
+
+    async def _arun(
+        self,
+        items: Items[T],
+        *,
+        errors: Errors,
+        journal: str | os.PathLike[str] | Journal | None,
+        resume: bool,
+        clock: Clock | None,
+        rng: random.Random | None,
+        subscribers: Subscriber | Sequence[Subscriber] | None,
+        mode: str = "run",
+    ) -> Run[R]:
         errors = _check_errors(errors)
         scheduler, _ = self._scheduler(
-            items, clock=clock, rng=rng, subscribers=subscribers, ordered=False
+            items,
+            clock=clock,
+            rng=rng,
+            subscribers=subscribers,
+            ordered=False,
+            journal=journal,
+            resume=resume,
+            mode=mode,
         )
         settled: list[Outcome[R]] = []
-        async for batch in scheduler.batches():
-            settled.extend(batch)
+        with _flush_on_sigterm(enabled=journal is not None):
+            async for batch in scheduler.batches():
+                settled.extend(batch)
         outcomes: list[Outcome[R]] = [None] * len(settled)  # type: ignore[list-item]
         for outcome in settled:
             outcomes[outcome.index] = outcome
@@ -199,6 +297,8 @@ class Job(Generic[T, R]):
         items: Items[T],
         *,
         errors: Errors = "return",
+        journal: str | os.PathLike[str] | Journal | None = None,
+        resume: bool = True,
         clock: Clock | None = None,
         rng: random.Random | None = None,
         subscribers: Subscriber | Sequence[Subscriber] | None = None,
@@ -213,6 +313,10 @@ class Job(Generic[T, R]):
             items: Any iterable or async iterable, pulled lazily (an endless generator is fine).
             errors: ``"return"`` (default): failures are in ``run.failures``. ``"raise"``: raise
                 :class:`JobFailed`, carrying the whole run, if any piece failed.
+            journal: An SQLite file that records every piece. Running again with the same file
+                resumes: pieces settled before (done or failed) are read back, not run again;
+                pieces that were in flight when the process died run again.
+            resume: ``False`` starts over in the journal file (its pieces are deleted).
             clock: Where time comes from (``shoal.testing.FakeClock`` in tests).
             rng: The random source for backoff jitter (seed it for repeatable runs).
             subscribers: ``callable(event)`` observers of the run's events.
@@ -220,10 +324,78 @@ class Job(Generic[T, R]):
         Returns:
             The :class:`Run`: ``outcomes`` (input order), ``values``, ``failures``, ``result``,
             ``stats``.
+
+        Raises:
+            shoal.journal.JournalError: the journal belongs to another job, is not a journal,
+                cannot be written, or was written by a newer shoal (nothing is changed in it).
         """
         return run_sync(
-            lambda: self.arun(items, errors=errors, clock=clock, rng=rng, subscribers=subscribers),
+            lambda: self.arun(
+                items,
+                errors=errors,
+                journal=journal,
+                resume=resume,
+                clock=clock,
+                rng=rng,
+                subscribers=subscribers,
+            ),
             clock,
+        )
+
+    def retry_failed(
+        self,
+        journal: str | os.PathLike[str] | Journal,
+        *,
+        items: Items[T] | None = None,
+        errors: Errors = "return",
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+        subscribers: Subscriber | Sequence[Subscriber] | None = None,
+    ) -> Run[R]:
+        """Run the pieces that failed in ``journal`` again; the others are read back.
+
+        Args:
+            journal: The journal of an earlier run of this job.
+            items: The input again. Without it, the items stored in the journal are used (every
+                item that could be stored as JSON is).
+
+        Returns:
+            The :class:`Run` of every piece in the journal (or in ``items``).
+        """
+        return run_sync(
+            lambda: self.aretry_failed(
+                journal, items=items, errors=errors, clock=clock, rng=rng, subscribers=subscribers
+            ),
+            clock,
+        )
+
+    async def aretry_failed(
+        self,
+        journal: str | os.PathLike[str] | Journal,
+        *,
+        items: Items[T] | None = None,
+        errors: Errors = "return",
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+        subscribers: Subscriber | Sequence[Subscriber] | None = None,
+    ) -> Run[R]:
+        """``await``-able :meth:`retry_failed`."""
+        options = Journal.of(journal)
+        source: Items[Any]
+        if items is None:
+            loop = asyncio.get_running_loop()
+            source = await loop.run_in_executor(None, load_stored_items, os.fspath(options.path))
+        else:
+            source = items
+        return await self._arun(
+            source,
+            errors=errors,
+            journal=options,
+            resume=True,
+            clock=clock,
+            rng=rng,
+            subscribers=subscribers,
+            mode="retry",
         )
 
     async def stream(
@@ -231,6 +403,8 @@ class Job(Generic[T, R]):
         items: Items[T],
         *,
         ordered: bool = False,
+        journal: str | os.PathLike[str] | Journal | None = None,
+        resume: bool = True,
         clock: Clock | None = None,
         rng: random.Random | None = None,
         subscribers: Subscriber | Sequence[Subscriber] | None = None,
@@ -240,14 +414,56 @@ class Job(Generic[T, R]):
         Memory stays bounded however many items come in: at most a window of a few times the
         concurrency is held at once. Leaving the loop early cancels what is in flight (use
         ``contextlib.aclosing`` to do that at once rather than when the generator is collected).
+        With a ``journal``, pieces settled by an earlier run are yielded from it, not run again.
         """
         scheduler, _ = self._scheduler(
-            items, clock=clock, rng=rng, subscribers=subscribers, ordered=ordered
+            items,
+            clock=clock,
+            rng=rng,
+            subscribers=subscribers,
+            ordered=ordered,
+            journal=journal,
+            resume=resume,
         )
-        async with contextlib.aclosing(scheduler.batches()) as batches:
-            async for batch in batches:
-                for outcome in batch:
-                    yield outcome
+        with _flush_on_sigterm(enabled=journal is not None):
+            async with contextlib.aclosing(scheduler.batches()) as batches:
+                async for batch in batches:
+                    for outcome in batch:
+                        yield outcome
+
+
+@contextlib.contextmanager
+def _flush_on_sigterm(*, enabled: bool) -> Iterator[None]:
+    """While a journaled run goes on, SIGTERM stops it like Ctrl-C: what is in flight is
+    cancelled, everything settled is committed, and then the process ends by SIGTERM as it
+    would have. Only where nobody else handles SIGTERM, and only on the main thread."""
+    if (
+        not enabled
+        or threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, None)
+    ):
+        yield
+        return
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    received: list[bool] = []
+
+    def on_sigterm() -> None:
+        received.append(True)
+        if task is not None:
+            task.cancel()
+
+    try:
+        loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+    except (NotImplementedError, RuntimeError, ValueError):  # no signal support on this loop
+        yield
+        return
+    try:
+        yield
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+        if received:
+            signal.raise_signal(signal.SIGTERM)  # the default action: end the process
 
 
 def run_sync(make: Callable[[], Awaitable[T]], clock: Clock | None) -> T:
@@ -328,6 +544,8 @@ async def amap(
     ordered: bool = True,
     backend: str | Backend = "auto",
     progress: bool | Subscriber | None = None,
+    journal: str | os.PathLike[str] | Journal | None = None,
+    resume: bool = True,
 ) -> list[R | Failure]:
     """``await``-able :func:`map`."""
     errors = _check_errors(errors)
@@ -341,7 +559,9 @@ async def amap(
         per_key=per_key,
         backend=backend,
     )
-    run = await job.arun(items, subscribers=_progress_subscribers(progress))
+    run = await job.arun(
+        items, subscribers=_progress_subscribers(progress), journal=journal, resume=resume
+    )
     return _map_result(run, errors, ordered)
 
 
@@ -359,6 +579,8 @@ def map(
     ordered: bool = True,
     backend: str | Backend = "auto",
     progress: bool | Subscriber | None = None,
+    journal: str | os.PathLike[str] | Journal | None = None,
+    resume: bool = True,
 ) -> list[R | Failure]:
     """Run ``fn`` over every item, many at once; return the results in input order.
 
@@ -377,6 +599,9 @@ def map(
         ordered: Results in input order (default) or in completion order.
         backend: ``"auto"``, ``"async"``, ``"thread"`` or a backend object.
         progress: ``True`` for a plain progress line on stderr, or a ``callable(event)``.
+        journal: An SQLite file recording every piece: run again with the same file to resume
+            (pieces settled before are read back, not run again).
+        resume: ``False`` starts over in the journal file.
 
     Raises:
         JobFailed: with ``errors="raise"``, after everything ran, if any item failed.
@@ -394,5 +619,7 @@ def map(
         backend=backend,
     )
     subscribers = _progress_subscribers(progress)
-    run = run_sync(lambda: job.arun(items, subscribers=subscribers), None)
+    run = run_sync(
+        lambda: job.arun(items, subscribers=subscribers, journal=journal, resume=resume), None
+    )
     return _map_result(run, errors, ordered)

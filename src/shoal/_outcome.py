@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import os
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Generic, TypeVar
+
+from ._codec import to_plain
 
 T = TypeVar("T")
 
@@ -59,6 +64,7 @@ class Outcome(Generic[T]):
         finished: When it settled (same clock).
         key: The item's key (``""`` without a key function).
         throttles: How often it was throttled.
+        id: The piece's stable id in the journal (``""`` when the run has no journal).
     """
 
     index: int
@@ -71,6 +77,7 @@ class Outcome(Generic[T]):
     finished: float
     key: str = ""
     throttles: int = 0
+    id: str = ""
 
     @property
     def duration(self) -> float:
@@ -120,6 +127,8 @@ class RunStats:
         throttle_wait: Seconds pieces spent waiting on throttles, summed.
         wall_time: Seconds from start to end.
         started, finished: Seconds since the epoch.
+        resumed: Pieces settled by an earlier run and read back from the journal (counted in
+            total, succeeded and failed, not in attempts).
     """
 
     total: int
@@ -132,6 +141,7 @@ class RunStats:
     wall_time: float
     started: float
     finished: float
+    resumed: int = 0
 
     @property
     def throughput(self) -> float:
@@ -201,9 +211,87 @@ class Run(Generic[T]):
             self._result_done = True
         return self._result
 
+    def export(self, path: str | os.PathLike[str], *, format: str | None = None) -> Path:
+        """Write the outcomes, in input order, to a file: JSON Lines or Parquet.
+
+        Each record has ``index``, ``id``, ``key``, ``ok``, ``value``, ``error`` (type and
+        message), ``attempts``, ``throttles``, ``started`` and ``finished``. Values are written as
+        JSON (tuples and sets as lists, bytes as base64, paths and dates as text; anything else
+        as its ``str``). The file is replaced whole: a crash never leaves half of one.
+
+        Args:
+            path: Where to write; the format follows its extension (``.jsonl``, ``.parquet``).
+            format: ``"jsonl"`` or ``"parquet"``, to override the extension.
+
+        Raises:
+            ValueError: an unknown format.
+            ImportError: Parquet without pyarrow (the message says how to install it).
+        """
+        target = Path(path)
+        fmt = (format or target.suffix.lstrip(".")).lower()
+        if fmt in ("jsonl", "ndjson"):
+            writer = _write_jsonl
+        elif fmt in ("parquet", "pq"):
+            writer = _write_parquet
+        else:
+            raise ValueError(
+                f"cannot export to {str(path)!r}: use a .jsonl or .parquet path, or "
+                "format='jsonl' / 'parquet'"
+            )
+        records = [_record(o) for o in self.outcomes]
+        tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
+        try:
+            writer(records, tmp)
+            os.replace(tmp, target)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+        return target
+
     def __repr__(self) -> str:
         s = self.stats
         return (
             f"<Run{' ' + repr(self.name) if self.name else ''}: {s.succeeded} succeeded, "
             f"{s.failed} failed, {s.attempts} attempts in {s.wall_time:.3f}s>"
         )
+
+
+def _record(outcome: Outcome[Any]) -> dict[str, Any]:
+    error = outcome.error
+    return {
+        "index": outcome.index,
+        "id": outcome.id,
+        "key": outcome.key,
+        "ok": outcome.ok,
+        "value": to_plain(outcome.value),
+        "error": None if error is None else {"type": error.type, "message": error.message},
+        "attempts": outcome.attempts,
+        "throttles": outcome.throttles,
+        "started": outcome.started,
+        "finished": outcome.finished,
+    }
+
+
+def _write_jsonl(records: list[dict[str, Any]], path: Path) -> None:
+    with path.open("w", encoding="utf-8") as fh:
+        for record in records:
+            fh.write(json.dumps(record, ensure_ascii=False))
+            fh.write("\n")
+
+
+def _write_parquet(records: list[dict[str, Any]], path: Path) -> None:
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError as exc:
+        raise ImportError(
+            "exporting Parquet needs pyarrow: pip install pyarrow (or export to .jsonl)"
+        ) from exc
+    columns: dict[str, list[Any]] = {name: [] for name in records[0]} if records else {}
+    for record in records:
+        for name, value in record.items():
+            if name in ("value", "error") and value is not None:
+                columns[name].append(json.dumps(value, ensure_ascii=False))
+            else:
+                columns[name].append(value)
+    pq.write_table(pa.table(columns), path)

@@ -34,6 +34,7 @@ from collections.abc import (
 from typing import Any
 
 from ._clock import Clock
+from ._codec import Codec, JSONCodec, content_id
 from ._events import (
     AttemptStarted,
     Event,
@@ -44,6 +45,7 @@ from ._events import (
     Subscriber,
     ThrottleWait,
 )
+from ._journal import JournalSession, Preset, StoredPiece
 from ._limits import EPSILON, KeyState, Limits, RateMeter
 from ._outcome import ErrorInfo, Outcome, RunStats
 from ._retry import Retry, throttle_delay
@@ -63,9 +65,11 @@ class _Piece:
         "attempts",
         "error",
         "first_start",
+        "id",
         "index",
         "item",
         "key",
+        "stored_item",
         "throttles",
         "unparked",
         "weights",
@@ -82,6 +86,8 @@ class _Piece:
         self.weights: tuple[float, ...] = ()
         self.error: BaseException | None = None  # a failure found before any attempt
         self.unparked = False
+        self.id = ""  # the journal's piece id ("" without a journal)
+        self.stored_item: str | None = None  # the item as the journal stores it
 
 
 class Scheduler:
@@ -113,6 +119,9 @@ class Scheduler:
         subscribers: tuple[Subscriber, ...] = (),
         ordered: bool = False,
         window: int | None = None,
+        journal: JournalSession | None = None,
+        piece_id: Callable[[Any], Any] | None = None,
+        codec: Codec | None = None,
     ) -> None:
         self._work = work
         if isinstance(items, AsyncIterable):
@@ -138,6 +147,19 @@ class Scheduler:
         self._rates = [RateMeter(r) for r in limits.rates]
         self._weighted = any(r.weight is not None for r in limits.rates)
         self._window = window if window is not None else self._concurrency * 4 + 64
+
+        self._journal = journal
+        self._piece_id = piece_id
+        self._codec: Codec = codec if codec is not None else JSONCodec()
+        self._item_codec = JSONCodec()
+        self._to_check: list[_Piece] = []
+        self._checker: asyncio.Task[None] | None = None
+        self._journal_blocked = False
+        # Stop starting pieces while this many settled ones wait to be committed (the crash bound).
+        self._journal_limit = 2 * journal.options.commit_every if journal is not None else 0
+        self._status = "interrupted"
+        self._pull_inline = self._sync_iter is not None  # else the feeder task pulls
+        self._preloaded: dict[str, StoredPiece] | None = None
         # Key and rate checks are skipped entirely until something needs them.
         self._gated = bool(self._per_key or self._rates)
 
@@ -178,6 +200,7 @@ class Scheduler:
         self.throttle_wait = 0.0
         self.succeeded = 0
         self.failed = 0
+        self.resumed = 0
 
     # ------------------------------------------------------------------ driving
 
@@ -190,23 +213,39 @@ class Scheduler:
         self._wall0 = clock.wall()
         self._invoke = await self._backend.start(self._work, concurrency=self._concurrency)
         try:
-            if self._async_iter is not None:
+            journal = self._journal
+            lookups = False
+            if journal is not None:
+                journal.on_commit = self._on_journal_commit
+                journal.on_error = self._on_journal_error
+                await journal.open()
+                lookups = journal.has_settled and journal.preloaded is None
+                self._preloaded = journal.preloaded
+            if self._async_iter is not None or lookups:
+                # Pieces that may be settled already are checked against the journal in chunks
+                # before they run; that needs the feeder even for a plain iterable.
+                self._pull_inline = False
                 self._room = asyncio.Event()
-                self._feeder = loop.create_task(self._feed())
+                self._feeder = loop.create_task(self._feed(lookups))
             self._fill()
             while True:
                 if self._fatal is not None:
-                    raise self._fatal
+                    raise self._fatal  # noqa: TRY301 - the error of a task, carried here
                 batch = self._batch
                 if batch:
                     self._batch = []
                     yield batch
                     continue
                 if self._exhausted and self._unsettled == 0 and not self._reorder:
+                    self._status = "finished"
                     break
                 self._wake = loop.create_future()
                 await self._wake
                 self._wake = None
+        except BaseException as exc:
+            if not isinstance(exc, asyncio.CancelledError | GeneratorExit | KeyboardInterrupt):
+                self._status = "failed"
+            raise
         finally:
             await self._shutdown()
 
@@ -224,6 +263,7 @@ class Scheduler:
             wall_time=now - self._t0,
             started=self._wall0,
             finished=self._wall0 + (now - self._t0),
+            resumed=self.resumed,
         )
 
     @property
@@ -241,14 +281,45 @@ class Scheduler:
             self._timer_handle.cancel()
             self._timer_handle = None
         pending = [t for t in self._tasks if not t.done()]
-        if self._feeder is not None and not self._feeder.done():
-            pending.append(self._feeder)
+        pending.extend(
+            helper
+            for helper in (self._feeder, self._checker)
+            if helper is not None and not helper.done()
+        )
         for task in pending:
             task.cancel()
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
         self._tasks.clear()
-        await self._backend.close()
+        try:
+            await self._backend.close()
+        finally:
+            if self._journal is not None:
+                # Everything settled is committed, whatever ended the run (Ctrl-C included).
+                stats = self.stats()
+                await self._journal.close(
+                    self._status,
+                    {
+                        "total": stats.total,
+                        "succeeded": stats.succeeded,
+                        "failed": stats.failed,
+                        "resumed": stats.resumed,
+                        "attempts": stats.attempts,
+                        "retries": stats.retries,
+                        "throttles": stats.throttles,
+                        "wall_time": stats.wall_time,
+                    },
+                )
+
+    def _on_journal_commit(self) -> None:
+        if self._journal_blocked:
+            self._journal_blocked = False
+            self._fill()
+
+    def _on_journal_error(self, exc: BaseException) -> None:
+        if self._fatal is None:
+            self._fatal = exc
+            self._notify()
 
     # ------------------------------------------------------------------ the source
 
@@ -256,8 +327,11 @@ class Scheduler:
         index = self._next_index
         self._next_index = index + 1
         self._unsettled += 1
-        key = ""
-        piece = _Piece(index, item, key)
+        preset = None
+        if type(item) is Preset:  # read back from a journal, with its id
+            preset = item
+            item = preset.item
+        piece = _Piece(index, item, "")
         key_fn = self._key_fn
         try:
             if key_fn is not None:
@@ -269,6 +343,19 @@ class Scheduler:
                 piece.weights = (1.0,) * len(self._rates)
         except Exception as exc:
             piece.error = exc
+        if preset is not None:
+            piece.id = preset.id
+        elif self._journal is not None:
+            try:
+                fn = self._piece_id
+                piece.id = content_id(item) if fn is None else str(fn(item))
+            except Exception as exc:
+                piece.id = ""
+                if piece.error is None:
+                    piece.error = ValueError(
+                        f"item {index} has no stable id for the journal ({exc}); give the job an "
+                        "id= function (item -> a unique string)"
+                    )
         return piece
 
     def _room_to_pull(self) -> bool:
@@ -292,31 +379,118 @@ class Scheduler:
             return None
         return self._make_piece(item)
 
-    async def _feed(self) -> None:
-        """Pull an async iterable into the ready queue, up to the window (the read-ahead)."""
-        assert self._async_iter is not None and self._room is not None
-        it = self._async_iter
+    async def _feed(self, lookups: bool) -> None:
+        """Pull items into the ready queue, up to the window (the read-ahead).
+
+        With ``lookups``, pulled pieces are first checked against the journal (in chunks, by
+        ``_check``), and the ones settled by an earlier run are settled from it without running.
+        """
+        assert self._room is not None
         room = self._room
+        sync_iter = self._sync_iter
+        async_iter = self._async_iter
         try:
             while True:
                 while not self._room_to_pull():
                     room.clear()
                     await room.wait()
-                try:
-                    item = await anext(it)
-                except StopAsyncIteration:
+                fresh: list[_Piece] = []
+                ended = False
+                if async_iter is not None:
+                    try:
+                        item = await anext(async_iter)
+                    except StopAsyncIteration:
+                        break
+                    fresh.append(self._make_piece(item))
+                else:
+                    assert sync_iter is not None
+                    while len(fresh) < 256 and self._room_to_pull():
+                        try:
+                            item = next(sync_iter)
+                        except StopIteration:
+                            ended = True
+                            break
+                        fresh.append(self._make_piece(item))
+                if lookups:
+                    self._to_check.extend(fresh)
+                    if self._checker is None:
+                        assert self._loop is not None
+                        self._checker = self._loop.create_task(self._check())
+                else:
+                    for piece in fresh:
+                        heapq.heappush(self._ready, (piece.index, piece))
+                    self._fill()
+                if ended:
                     break
-                piece = self._make_piece(item)
-                heapq.heappush(self._ready, (piece.index, piece))
-                self._fill()
+                if async_iter is None:
+                    await asyncio.sleep(0)  # let the checker and the attempts run between chunks
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            exc.add_note(f"(raised by the items async iterable after {self._next_index} items)")
+            exc.add_note(f"(raised by the items iterable after {self._next_index} items)")
             self._fatal = exc
         finally:
             self._exhausted = True
             self._notify()
+
+    async def _check(self) -> None:
+        """Settle, from the journal, the pulled pieces an earlier run settled already."""
+        journal = self._journal
+        assert journal is not None
+        try:
+            while self._to_check:
+                batch, self._to_check = self._to_check, []
+                stored = await journal.lookup([p.id for p in batch if p.id])
+                for piece in batch:
+                    row = stored.get(piece.id) if piece.id else None
+                    if row is None or not self._settle_from_journal(piece, row):
+                        heapq.heappush(self._ready, (piece.index, piece))
+                self._fill()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if self._fatal is None:
+                self._fatal = exc
+                self._notify()
+        finally:
+            self._checker = None
+
+    def _settle_from_journal(self, piece: _Piece, row: StoredPiece) -> bool:
+        ok = row.state == "done"
+        value: Any = None
+        error: ErrorInfo | None = None
+        if ok:
+            try:
+                value = self._codec.decode(row.result) if row.result is not None else None
+            except Exception:
+                return False  # unreadable (another codec, a damaged row): run it again
+        else:
+            error = ErrorInfo(
+                row.error_type or "Exception", row.error_message or "", row.error_traceback or ""
+            )
+        self.resumed += 1
+        if ok:
+            self.succeeded += 1
+        else:
+            self.failed += 1
+        started = row.started if row.started is not None else self._wall0
+        finished = row.finished if row.finished is not None else started
+        self._settle(
+            Outcome(
+                piece.index,
+                piece.item,
+                ok,
+                value,
+                error,
+                row.attempts,
+                started,
+                finished,
+                piece.key,
+                row.throttles,
+                piece.id,
+            )
+        )
+        return True
 
     # ------------------------------------------------------------------ admission
 
@@ -331,10 +505,15 @@ class Scheduler:
             self._filling = False
 
     def _fill_loop(self) -> None:
+        journal = self._journal
+        if journal is not None and journal.backlog >= self._journal_limit:
+            self._journal_blocked = True  # resumed by the next commit
+            return
         ready = self._ready
-        sync_iter = self._sync_iter
+        sync_iter = self._sync_iter if self._pull_inline else None
         gated = self._gated
         now = self._clock.now() if gated else 0.0
+        resumed = 0
         while self._in_flight < self._concurrency:
             if ready:
                 piece = heapq.heappop(ready)[1]
@@ -348,6 +527,15 @@ class Scheduler:
             if piece.error is not None:
                 self._fail(piece, piece.error, self._clock.now(), before_start=True)
                 continue
+            if self._preloaded is not None and piece.attempts == 0:
+                stored = self._preloaded.get(piece.id)
+                if stored is not None and self._settle_from_journal(piece, stored):
+                    resumed += 1
+                    if resumed >= 512:  # let the consumer see them before pulling more
+                        assert self._loop is not None
+                        self._loop.call_soon(self._fill)
+                        return
+                    continue
             if gated or self._gated:
                 if not gated:
                     gated = True
@@ -515,6 +703,15 @@ class Scheduler:
             piece.first_start = started
         if self._subs:
             self._emit(AttemptStarted(started - self._t0, piece.index, piece.key, piece.attempts))
+        journal = self._journal
+        if journal is not None and piece.attempts == 1 and piece.throttles == 0 and piece.id:
+            try:
+                piece.stored_item = self._item_codec.encode(piece.item)
+            except (TypeError, ValueError):
+                piece.stored_item = None  # runs all the same; `retry_failed` will need items=
+            journal.started(
+                piece.id, piece.index, piece.key, piece.stored_item, self._wall(started)
+            )
         invoke = self._invoke
         assert invoke is not None
         try:
@@ -560,8 +757,55 @@ class Scheduler:
             if piece.key in self._parked:
                 self._unpark(piece.key, now)
 
+    def _wall(self, t: float) -> float:
+        """A clock reading as seconds since the epoch."""
+        return self._wall0 + (t - self._t0)
+
     def _on_success(self, piece: _Piece, value: Any) -> None:
         now = self._clock.now()
+        journal = self._journal
+        if journal is not None and piece.id:
+            try:
+                encoded = self._codec.encode(value)
+            except Exception as exc:
+                self._release(piece, now)
+                error = ValueError(
+                    f"the result of piece {piece.index} (a {type(value).__qualname__}) cannot be "
+                    f"stored in the journal by the {self._codec.name} codec: {exc}. Return "
+                    "data the codec can store, or give the job another codec= (e.g. "
+                    "shoal.journal.PickleCodec(), which is not safe for journals you did not "
+                    "write yourself)"
+                )
+                error.__cause__ = exc
+                self._fail(piece, error, now)
+                return
+            journal.attempt_ended(
+                piece.id,
+                piece.attempts,
+                self._wall(piece.attempt_start),
+                self._wall(now),
+                "ok",
+                None,
+                None,
+            )
+            journal.settled(
+                (
+                    piece.id,
+                    piece.index,
+                    piece.key,
+                    None,
+                    piece.stored_item,
+                    "done",
+                    piece.attempts,
+                    piece.throttles,
+                    self._wall(piece.first_start),
+                    self._wall(now),
+                    encoded,
+                    None,
+                    None,
+                    None,
+                )
+            )
         self._release(piece, now)
         self.succeeded += 1
         if self._subs:
@@ -574,7 +818,6 @@ class Scheduler:
                     now - piece.attempt_start,
                 )
             )
-        wall = self._wall0 - self._t0
         self._settle(
             Outcome(
                 piece.index,
@@ -583,10 +826,11 @@ class Scheduler:
                 value,
                 None,
                 piece.attempts,
-                wall + piece.first_start,
-                wall + now,
+                self._wall(piece.first_start),
+                self._wall(now),
                 piece.key,
                 piece.throttles,
+                piece.id,
             )
         )
 
@@ -618,6 +862,16 @@ class Scheduler:
                 self._fail(piece, exc, now)
                 return
             self.throttle_wait += delay
+            if self._journal is not None and piece.id:
+                self._journal.attempt_ended(
+                    piece.id,
+                    piece.attempts + 1,
+                    self._wall(piece.attempt_start),
+                    self._wall(now),
+                    "throttled",
+                    _type_name(exc),
+                    str(exc),
+                )
             # Pause the key so its neighbours do not pile on while the server wants quiet.
             self._gated = True
             state = self._key_state(piece.key)
@@ -643,6 +897,16 @@ class Scheduler:
             and self._within_deadline(piece, now, delay := retry.backoff(piece.attempts, self._rng))
         ):
             self.retries += 1
+            if self._journal is not None and piece.id:
+                self._journal.attempt_ended(
+                    piece.id,
+                    piece.attempts,
+                    self._wall(piece.attempt_start),
+                    self._wall(now),
+                    "error",
+                    _type_name(exc),
+                    str(exc),
+                )
             if self._subs:
                 self._emit(
                     RetryScheduled(
@@ -688,7 +952,36 @@ class Scheduler:
                 )
             )
         first = piece.first_start if piece.first_start >= 0 else now
-        wall = self._wall0 - self._t0
+        journal = self._journal
+        if journal is not None and piece.id:
+            if not before_start:
+                journal.attempt_ended(
+                    piece.id,
+                    piece.attempts,
+                    self._wall(piece.attempt_start),
+                    self._wall(now),
+                    "error",
+                    error.type,
+                    error.message,
+                )
+            journal.settled(
+                (
+                    piece.id,
+                    piece.index,
+                    piece.key,
+                    None,
+                    piece.stored_item,
+                    "failed",
+                    piece.attempts,
+                    piece.throttles,
+                    self._wall(first),
+                    self._wall(now),
+                    None,
+                    error.type,
+                    error.message,
+                    error.traceback,
+                )
+            )
         self._settle(
             Outcome(
                 piece.index,
@@ -697,10 +990,11 @@ class Scheduler:
                 None,
                 error,
                 piece.attempts,
-                wall + first,
-                wall + now,
+                self._wall(first),
+                self._wall(now),
                 piece.key,
                 piece.throttles,
+                piece.id,
             )
         )
 

@@ -1,0 +1,760 @@
+"""The journal: one SQLite file that remembers every piece, so a rerun does only what is left.
+
+What is stored (schema version 1)::
+
+    meta     key/value: app = "shoal", schema_version
+    runs     one row per run: job name, fingerprint, configuration, shoal version, start, end,
+             status (running, finished, interrupted, failed), process id, mode
+    pieces   one row per piece id: index, key, provenance, the item (JSON), state (running, done,
+             failed; "pending" for a piece that was running when its run stopped), attempts,
+             throttles, first start, end, the result (through the job's codec), the error
+    attempts one row per ended attempt: piece, attempt number, start, end, outcome (ok, error,
+             throttled), error type and message
+
+The file is in WAL mode, so readers (``shoal status``) never block the run and the run never
+blocks them. All SQLite work happens in one writer thread that owns the connection: the event
+loop only puts records on a queue, so a slow disk never stalls the scheduler. Records are
+committed in batches, by count (``commit_every``) and by time (``commit_interval``); a normal end,
+Ctrl-C and SIGTERM flush everything. Each commit is one SQLite transaction, so a ``kill -9`` at any
+moment loses at most the records of the batch being gathered, never half of one: results are
+written whole or not at all, and a piece id is a primary key, so nothing is recorded twice. The
+scheduler stops starting pieces while more than ``2 * commit_every`` settled pieces wait to be
+committed, so after a crash at most ``2 * commit_every + concurrency`` settled pieces run again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import hashlib
+import inspect
+import json
+import os
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from ._codec import Codec, JSONCodec
+from ._exceptions import ShoalError
+from ._version import __version__
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    job TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    config TEXT NOT NULL,
+    shoal_version TEXT NOT NULL,
+    mode TEXT NOT NULL,
+    started REAL NOT NULL,
+    finished REAL,
+    status TEXT NOT NULL,
+    pid INTEGER,
+    stats TEXT
+);
+CREATE TABLE IF NOT EXISTS pieces (
+    id TEXT PRIMARY KEY,
+    idx INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    provenance TEXT,
+    item TEXT,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    throttles INTEGER NOT NULL,
+    started REAL,
+    finished REAL,
+    result BLOB,
+    error_type TEXT,
+    error_message TEXT,
+    error_traceback TEXT,
+    run_id INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS attempts (
+    piece_id TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    started REAL NOT NULL,
+    finished REAL NOT NULL,
+    outcome TEXT NOT NULL,
+    error_type TEXT,
+    error_message TEXT,
+    run_id INTEGER NOT NULL
+);
+"""
+
+_UPSERT_PIECE = """
+INSERT INTO pieces (id, idx, key, provenance, item, state, attempts, throttles, started, finished,
+                    result, error_type, error_message, error_traceback, run_id)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (id) DO UPDATE SET
+    idx = excluded.idx, key = excluded.key, provenance = excluded.provenance,
+    item = coalesce(excluded.item, pieces.item), state = excluded.state,
+    attempts = excluded.attempts, throttles = excluded.throttles, started = excluded.started,
+    finished = excluded.finished, result = excluded.result, error_type = excluded.error_type,
+    error_message = excluded.error_message, error_traceback = excluded.error_traceback,
+    run_id = excluded.run_id
+"""
+
+_INSERT_ATTEMPT = """
+INSERT INTO attempts (piece_id, attempt, started, finished, outcome, error_type, error_message,
+                      run_id)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+"""
+
+SETTLED_STATES = ("done", "failed")
+
+# The columns of a StoredPiece, in order.
+_STORED_COLUMNS = (
+    "id, idx, key, state, attempts, throttles, started, finished, result, error_type, "
+    "error_message, error_traceback"
+)
+
+
+class JournalError(ShoalError):
+    """A journal that cannot be used: another job's, not a journal, unreadable, too new."""
+
+
+@dataclass(frozen=True, slots=True)
+class Journal:
+    """Where and how a run is journaled.
+
+    Args:
+        path: The SQLite file (created if missing).
+        commit_every: Commit after this many settled pieces.
+        commit_interval: ... or after this many seconds, whichever comes first.
+        preload: On resume, up to this many settled pieces are read into memory at once (the
+            fastest way; about 200 bytes each plus their results). A journal with more is
+            looked up in chunks as the items arrive instead, in bounded memory.
+    """
+
+    path: str | os.PathLike[str]
+    commit_every: int = 500
+    commit_interval: float = 0.5
+    preload: int = 1_000_000
+
+    def __post_init__(self) -> None:
+        if isinstance(self.commit_every, bool) or not isinstance(self.commit_every, int):
+            raise TypeError(f"Journal(commit_every={self.commit_every!r}): expected an int >= 1")
+        if self.commit_every < 1:
+            raise ValueError(f"Journal(commit_every={self.commit_every!r}): must be >= 1")
+        if isinstance(self.preload, bool) or not isinstance(self.preload, int) or self.preload < 0:
+            raise ValueError(f"Journal(preload={self.preload!r}): must be a whole number >= 0")
+        if not isinstance(self.commit_interval, int | float) or not (
+            0 < self.commit_interval < float("inf")
+        ):
+            raise ValueError(
+                f"Journal(commit_interval={self.commit_interval!r}): must be seconds > 0"
+            )
+
+    @classmethod
+    def of(cls, journal: str | os.PathLike[str] | Journal) -> Journal:
+        if isinstance(journal, Journal):
+            return journal
+        if isinstance(journal, str | os.PathLike):
+            return cls(journal)
+        raise TypeError(f"journal={journal!r}: expected a file path or shoal.journal.Journal")
+
+
+class StoredPiece(NamedTuple):
+    """A settled piece, as read back from a journal (a named tuple: rows load fast)."""
+
+    id: str
+    index: int
+    key: str
+    state: str
+    attempts: int
+    throttles: int
+    started: float | None
+    finished: float | None
+    result: Any
+    error_type: str | None
+    error_message: str | None
+    error_traceback: str | None
+
+
+# Records put on the writer's queue (plain tuples: cheap to build on the event loop).
+_START = 0  # (kind, id, idx, key, item_json, started)
+_ATTEMPT = 1  # (kind, id, attempt, started, finished, outcome, error_type, error_message)
+_SETTLE = 2  # (kind, row tuple for _UPSERT_PIECE minus run_id)
+_CALL = 3  # (kind, fn, on_done): run fn(conn) in the writer thread
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    # Readers never block a WAL writer; only another writer can, and that is a second run on
+    # the same journal, which should fail soon and clearly rather than wait.
+    return sqlite3.connect(path, timeout=2.0, isolation_level="DEFERRED", check_same_thread=True)
+
+
+def _alive(pid: int | None) -> bool:
+    """Whether a process with this id runs on this machine (a crashed run leaves a stale pid)."""
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _fix_hint(path: str) -> str:
+    return (
+        f"pass resume=False to start over in {path} (its pieces are deleted), or give the "
+        "run a new journal path"
+    )
+
+
+def check_journal_file(path: str) -> sqlite3.Connection:
+    """Open ``path`` for writing as a shoal journal, or raise :class:`JournalError` saying why.
+
+    Creates the file (and the schema) when it does not exist. Never changes a file that is not a
+    shoal journal, or one written by a newer schema.
+    """
+    target = Path(path)
+    if target.is_dir():
+        raise JournalError(f"journal {path} is a folder; pass a file path such as {path}/run.db")
+    if not target.parent.exists():
+        raise JournalError(
+            f"journal {path}: the folder {target.parent} does not exist; create it or pass "
+            "another path"
+        )
+    exists = target.exists()
+    if exists:
+        if not os.access(path, os.R_OK):
+            raise JournalError(
+                f"journal {path} cannot be read (permission denied); fix its "
+                "permissions or pass another path"
+            )
+        if not os.access(path, os.W_OK):
+            raise JournalError(
+                f"journal {path} is read-only; shoal must write to it to record "
+                "the run: fix its permissions or pass another path"
+            )
+        with open(path, "rb") as fh:
+            header = fh.read(16)
+        if header and header != b"SQLite format 3\x00":
+            raise JournalError(
+                f"{path} is not a shoal journal (not an SQLite file); it was left untouched: "
+                "pass another path"
+            )
+    elif not os.access(target.parent, os.W_OK):
+        raise JournalError(
+            f"journal {path}: the folder {target.parent} is not writable; pass another path"
+        )
+    try:
+        conn = _connect(path)
+        tables = {
+            row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
+    except sqlite3.DatabaseError as exc:
+        raise JournalError(
+            f"{path} is not a usable shoal journal ({exc}); pass another path"
+        ) from exc
+    if exists and tables and "meta" not in tables:
+        conn.close()
+        raise JournalError(
+            f"{path} is an SQLite file but not a shoal journal (it has other tables); it was left "
+            "untouched: pass another path"
+        )
+    if "meta" in tables:
+        meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        if meta.get("app") != "shoal":
+            conn.close()
+            raise JournalError(
+                f"{path} is an SQLite file but not a shoal journal; it was left untouched: pass "
+                "another path"
+            )
+        version = int(meta.get("schema_version", "0"))
+        if version > SCHEMA_VERSION:
+            conn.close()
+            raise JournalError(
+                f"journal {path} was written by a newer shoal (schema {version}; this shoal "
+                f"{__version__} reads up to {SCHEMA_VERSION}): upgrade shoal, or pass another path"
+            )
+    try:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.executescript(_SCHEMA)
+        conn.execute("INSERT OR IGNORE INTO meta VALUES ('app', 'shoal')")
+        conn.execute(
+            "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+        )
+        conn.commit()
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise JournalError(f"journal {path} cannot be written ({exc}); pass another path") from exc
+    return conn
+
+
+class JournalSession:
+    """One run's connection to its journal: a writer thread fed by a queue.
+
+    Everything here is called from the event loop and never blocks it: records go on a queue;
+    the calls that need an answer (``open``, ``lookup``, ``flush``, ``close``) are awaitables
+    answered by the writer thread.
+    """
+
+    def __init__(
+        self,
+        journal: Journal,
+        *,
+        job: str,
+        fingerprint: str,
+        config: dict[str, Any],
+        resume: bool,
+        mode: str = "run",
+    ) -> None:
+        self.options = journal
+        self.path = os.fspath(journal.path)
+        self.job = job
+        self.fingerprint = fingerprint
+        self.config = config
+        self.resume = resume
+        self.mode = mode
+        self.run_id = 0
+        self.has_settled = False  # the file holds settled pieces from earlier runs
+        self.error: BaseException | None = None
+        self.on_commit: Callable[[], None] | None = None
+        self.on_error: Callable[[BaseException], None] | None = None
+        self._queue: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._conn: sqlite3.Connection | None = None
+        self.enqueued_settled = 0
+        self.committed_settled = 0
+        self._lookup_states: tuple[str, ...] = ("done",) if mode == "retry" else SETTLED_STATES
+        # On resume: every settled piece, by id, when there are few enough to hold in memory.
+        self.preloaded: dict[str, StoredPiece] | None = None
+
+    # ------------------------------------------------------------------ event-loop side
+
+    @property
+    def backlog(self) -> int:
+        """Settled pieces handed to the writer and not yet committed."""
+        return self.enqueued_settled - self.committed_settled
+
+    async def open(self) -> None:
+        """Check the file, start the run's row, and start the writer thread."""
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(
+            target=self._writer, name=f"shoal-journal:{Path(self.path).name}", daemon=True
+        )
+        self._thread.start()
+        await self._call(self._open)
+
+    async def lookup(self, ids: Sequence[str]) -> dict[str, StoredPiece]:
+        """The settled pieces among ``ids`` (done only, when retrying failures)."""
+        return await self._call(lambda conn: self._lookup(conn, ids))  # type: ignore[no-any-return]
+
+    async def flush(self) -> None:
+        """Commit everything handed over so far."""
+        await self._call(lambda conn: None)
+
+    async def load_items(self, state: str | None = None) -> list[tuple[str, int, Any]]:
+        """``(id, index, item JSON)`` of the stored pieces (of one state), in index order."""
+
+        def load(conn: sqlite3.Connection) -> list[tuple[str, int, Any]]:
+            if state is None:
+                sql = "SELECT id, idx, item FROM pieces ORDER BY idx"
+                return conn.execute(sql).fetchall()
+            sql = "SELECT id, idx, item FROM pieces WHERE state = ? ORDER BY idx"
+            return conn.execute(sql, (state,)).fetchall()
+
+        return await self._call(load)  # type: ignore[no-any-return]
+
+    async def close(self, status: str, stats: dict[str, Any] | None) -> None:
+        """Flush, record how the run ended, stop the writer thread."""
+        if self._thread is None:
+            return
+        try:
+            await self._call(lambda conn: self._finish(conn, status, stats))
+        finally:
+            self._queue.put((_CALL, None, None))  # stop
+            thread, self._thread = self._thread, None
+            await asyncio.get_running_loop().run_in_executor(None, thread.join)
+
+    def started(self, piece_id: str, index: int, key: str, item: str | None, at: float) -> None:
+        self._queue.put((_START, piece_id, index, key, item, at))
+
+    def attempt_ended(
+        self,
+        piece_id: str,
+        attempt: int,
+        started: float,
+        finished: float,
+        outcome: str,
+        error_type: str | None,
+        error_message: str | None,
+    ) -> None:
+        self._queue.put(
+            (_ATTEMPT, piece_id, attempt, started, finished, outcome, error_type, error_message)
+        )
+
+    def settled(self, row: tuple[Any, ...]) -> None:
+        """``row``: (id, idx, key, provenance, item, state, attempts, throttles, started,
+        finished, result, error_type, error_message, error_traceback)."""
+        self.enqueued_settled += 1
+        self._queue.put((_SETTLE, row))
+
+    def _call(self, fn: Callable[[sqlite3.Connection], Any]) -> asyncio.Future[Any]:
+        assert self._loop is not None
+        future: asyncio.Future[Any] = self._loop.create_future()
+        self._queue.put((_CALL, fn, future))
+        return future
+
+    # ------------------------------------------------------------------ writer thread
+
+    def _resolve(
+        self, future: asyncio.Future[Any], value: Any, error: BaseException | None
+    ) -> None:
+        def settle() -> None:
+            if future.done():
+                return
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(value)
+
+        assert self._loop is not None
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            self._loop.call_soon_threadsafe(settle)
+
+    def _writer(self) -> None:
+        get = self._queue.get
+        options = self.options
+        pieces: dict[str, tuple[Any, ...]] = {}
+        attempts: list[tuple[Any, ...]] = []
+        settled = 0
+        deadline = 0.0
+        while True:
+            timeout = None
+            if pieces or attempts:
+                timeout = max(0.0, deadline - time.monotonic())
+            try:
+                record = get(timeout=timeout)
+            except queue.Empty:
+                record = None
+            if record is not None:
+                kind = record[0]
+                if not (pieces or attempts):
+                    deadline = time.monotonic() + options.commit_interval
+                if kind == _SETTLE:
+                    row = record[1]
+                    pieces[row[0]] = (*row, self.run_id)
+                    settled += 1
+                    if settled < options.commit_every:
+                        continue
+                elif kind == _START:
+                    _, pid, idx, key, item, at = record
+                    current = pieces.get(pid)
+                    if current is None or current[5] == "running":
+                        pieces[pid] = (
+                            pid,
+                            idx,
+                            key,
+                            None,
+                            item,
+                            "running",
+                            0,
+                            0,
+                            at,
+                            None,
+                            None,
+                            None,
+                            None,
+                            None,
+                            self.run_id,
+                        )
+                    continue
+                elif kind == _ATTEMPT:
+                    attempts.append((*record[1:], self.run_id))
+                    continue
+            # A commit: the batch is full, its time is up, or somebody needs an answer.
+            if self.error is None and (pieces or attempts):
+                try:
+                    self._commit(pieces, attempts)
+                except BaseException as exc:  # a full disk, a vanished file
+                    self.error = exc
+                    self._report_error(exc)
+            self.committed_settled += settled
+            pieces = {}
+            attempts = []
+            settled = 0
+            if self.on_commit is not None and self._loop is not None:
+                with contextlib.suppress(RuntimeError):
+                    self._loop.call_soon_threadsafe(self.on_commit)
+            if record is not None and record[0] == _CALL:
+                _, fn, future = record
+                if fn is None:  # stop
+                    break
+                if self.error is not None and self._conn is not None:
+                    self._resolve(future, None, self.error)
+                    continue
+                try:
+                    value = fn(self._conn)
+                except BaseException as exc:
+                    self._resolve(future, None, exc)
+                else:
+                    self._resolve(future, value, None)
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _report_error(self, exc: BaseException) -> None:
+        exc.add_note(f"(while writing the journal {self.path})")
+        if self.on_error is not None and self._loop is not None:
+            callback = self.on_error
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(callback, exc)
+
+    def _commit(self, pieces: dict[str, tuple[Any, ...]], attempts: list[tuple[Any, ...]]) -> None:
+        conn = self._conn
+        assert conn is not None
+        with conn:  # one transaction: all of it or none of it
+            if pieces:
+                conn.executemany(_UPSERT_PIECE, pieces.values())
+            if attempts:
+                conn.executemany(_INSERT_ATTEMPT, attempts)
+
+    # Calls run in the writer thread.
+
+    def _open(self, conn: sqlite3.Connection | None) -> None:
+        conn = check_journal_file(self.path)
+        self._conn = conn
+        with conn:
+            running = conn.execute(
+                "SELECT pid FROM runs WHERE status = 'running' ORDER BY run_id DESC LIMIT 1"
+            ).fetchone()
+            if running is not None and running[0] != os.getpid() and _alive(running[0]):
+                raise JournalError(
+                    f"journal {self.path} is being written by another run (process "
+                    f"{running[0]}); wait for it to end, stop it, or pass another path"
+                )
+            last = conn.execute(
+                "SELECT job, fingerprint FROM runs ORDER BY run_id DESC LIMIT 1"
+            ).fetchone()
+            if last is not None and self.resume and last[1] != self.fingerprint:
+                raise JournalError(
+                    f"journal {self.path} holds a run of another job ({last[0]!r}, fingerprint "
+                    f"{last[1][:12]}; this job is {self.job!r}, fingerprint "
+                    f"{self.fingerprint[:12]}): its results may not fit this job. "
+                    + _fix_hint(self.path)
+                )
+            if not self.resume:
+                conn.execute("DELETE FROM pieces")
+                conn.execute("DELETE FROM attempts")
+            conn.execute(
+                "UPDATE pieces SET state = 'pending' WHERE state = 'running'"
+            )  # in flight when the last run stopped: they run again
+            cursor = conn.execute(
+                "INSERT INTO runs (job, fingerprint, config, shoal_version, mode, started, status, "
+                "pid) VALUES (?, ?, ?, ?, ?, ?, 'running', ?)",
+                (
+                    self.job,
+                    self.fingerprint,
+                    json.dumps(self.config, sort_keys=True),
+                    __version__,
+                    self.mode,
+                    time.time(),
+                    os.getpid(),
+                ),
+            )
+            self.run_id = int(cursor.lastrowid or 0)
+            settled = 0
+            for state, count in conn.execute("SELECT state, count(*) FROM pieces GROUP BY state"):
+                if state in self._lookup_states:
+                    settled += int(count)
+            self.has_settled = settled > 0
+        if self.has_settled and settled <= self.options.preload:
+            states = self._lookup_states
+            make = StoredPiece._make
+            self.preloaded = {
+                row[0]: make(row)
+                for row in conn.execute(f"SELECT {_STORED_COLUMNS} FROM pieces")  # noqa: S608
+                if row[3] in states
+            }
+
+    def _lookup(self, conn: sqlite3.Connection, ids: Sequence[str]) -> dict[str, StoredPiece]:
+        found: dict[str, StoredPiece] = {}
+        states = self._lookup_states
+        step = 500  # SQLite's limit on host parameters is at least 999
+        for start in range(0, len(ids), step):
+            chunk = ids[start : start + step]
+            # The state is checked here, not in SQL: an `AND state IN (...)` made SQLite's
+            # planner twenty times slower on this query.
+            sql = (
+                f"SELECT {_STORED_COLUMNS} FROM pieces "  # noqa: S608
+                f"WHERE id IN ({','.join('?' * len(chunk))})"
+            )
+            for row in conn.execute(sql, chunk):
+                if row[3] in states:
+                    found[row[0]] = StoredPiece._make(row)
+        return found
+
+    def _finish(
+        self, conn: sqlite3.Connection | None, status: str, stats: dict[str, Any] | None
+    ) -> None:
+        if conn is None:  # the journal never opened
+            return
+        with conn:
+            conn.execute(
+                "UPDATE runs SET finished = ?, status = ?, stats = ? WHERE run_id = ?",
+                (time.time(), status, json.dumps(stats) if stats else None, self.run_id),
+            )
+
+
+# ---------------------------------------------------------------------- readers
+
+
+@dataclass(frozen=True, slots=True)
+class JournalStatus:
+    """What a journal says about its latest run (readable while the run is writing)."""
+
+    path: str
+    job: str
+    run_status: str
+    started: float
+    finished: float | None
+    counts: dict[str, int]
+    last_errors: list[tuple[int, str, str]]
+
+    @property
+    def settled(self) -> int:
+        return self.counts.get("done", 0) + self.counts.get("failed", 0)
+
+
+def read_status(path: str | os.PathLike[str]) -> JournalStatus:
+    """Counts by state and the last errors, read without disturbing a run that is writing.
+
+    Raises:
+        JournalError: the file is missing or not a shoal journal.
+    """
+    path = os.fspath(path)
+    if not Path(path).is_file():
+        raise JournalError(f"journal {path} does not exist; pass the path a run wrote")
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30.0)
+    except sqlite3.DatabaseError as exc:
+        raise JournalError(f"{path} cannot be opened as a shoal journal ({exc})") from exc
+    try:
+        try:
+            meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        except sqlite3.DatabaseError as exc:
+            raise JournalError(f"{path} is not a shoal journal ({exc})") from exc
+        if meta.get("app") != "shoal":
+            raise JournalError(f"{path} is not a shoal journal")
+        run = conn.execute(
+            "SELECT job, status, started, finished FROM runs ORDER BY run_id DESC LIMIT 1"
+        ).fetchone()
+        if run is None:
+            raise JournalError(f"journal {path} has no run yet")
+        counts = dict(conn.execute("SELECT state, count(*) FROM pieces GROUP BY state").fetchall())
+        errors = conn.execute(
+            "SELECT idx, error_type, error_message FROM pieces WHERE state = 'failed' "
+            "ORDER BY finished DESC LIMIT 5"
+        ).fetchall()
+        return JournalStatus(
+            path=path,
+            job=run[0],
+            run_status=run[1],
+            started=run[2],
+            finished=run[3],
+            counts={str(k): int(v) for k, v in counts.items()},
+            last_errors=[(int(i), str(t), str(m)) for i, t, m in errors],
+        )
+    finally:
+        conn.close()
+
+
+# ---------------------------------------------------------------------- identity
+
+
+def callable_name(fn: object) -> str:
+    """``module.qualname`` of a function, a partial's function, or a callable object's class."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    target = fn if hasattr(fn, "__qualname__") else type(fn)
+    module = getattr(target, "__module__", None) or "?"
+    return f"{module}.{getattr(target, '__qualname__', repr(target))}"
+
+
+def _callable_identity(fn: object) -> dict[str, Any] | None:
+    if fn is None:
+        return None
+    bound: list[str] = []
+    while isinstance(fn, functools.partial):
+        bound.append(repr((fn.args, sorted(fn.keywords.items()))))
+        fn = fn.func
+    target: Any = fn
+    plain = inspect.isfunction(target) or inspect.ismethod(target) or inspect.isclass(target)
+    if not plain and not inspect.isbuiltin(target):
+        target = type(target)  # a callable object: its class's code decides
+    try:
+        source = inspect.getsource(target)
+    except (OSError, TypeError):
+        code = getattr(target, "__code__", None)
+        source = code.co_code.hex() if code is not None else ""
+    return {
+        "name": callable_name(fn),
+        "source": hashlib.sha256(source.encode()).hexdigest(),
+        "bound": bound,
+    }
+
+
+def job_fingerprint(work: object, piece_id: object, codec: Codec) -> str:
+    """What decides a job's results: its work function (name and source), the id function and
+    the codec. Limits, retries and the backend only change the pace, so they are left out."""
+    identity = {
+        "format": 1,
+        "work": _callable_identity(work),
+        "id": _callable_identity(piece_id),
+        "codec": codec.name,
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+
+
+class Preset:
+    """An item whose piece id is already known (items read back from a journal)."""
+
+    __slots__ = ("id", "item")
+
+    def __init__(self, piece_id: str, item: Any) -> None:
+        self.id = piece_id
+        self.item = item
+
+
+def load_stored_items(path: str) -> list[Preset]:
+    """Every piece stored in a journal, in index order, for ``retry_failed``.
+
+    Raises:
+        JournalError: not a journal, or failed pieces whose items could not be stored.
+    """
+    read_status(path)  # the same checks and messages as `shoal status`
+    codec = JSONCodec()
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30.0)
+    try:
+        rows = conn.execute("SELECT id, item, state, idx FROM pieces ORDER BY idx").fetchall()
+    finally:
+        conn.close()
+    missing = [idx for _, item, state, idx in rows if item is None and state != "done"]
+    if missing:
+        shown = ", ".join(str(i) for i in missing[:10])
+        raise JournalError(
+            f"journal {path}: {len(missing)} pieces to retry (index {shown}"
+            f"{', ...' if len(missing) > 10 else ''}) have no stored item, because their items "
+            "could not be stored as JSON; pass the input again: job.retry_failed(journal, "
+            "items=...)"
+        )
+    return [
+        Preset(piece_id, codec.decode(item) if item is not None else None)
+        for piece_id, item, _, _ in rows
+    ]
