@@ -17,13 +17,18 @@ import datetime as dt
 import decimal
 import hashlib
 import json
+import json.scanner
 import math
 import pathlib
 import pickle
+from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 _TAG = "$shoal"
-_scan_once = json.JSONDecoder().scan_once
+# The C scanner json.loads uses underneath, without its Python layers.
+_scan_once: Callable[[str, int], tuple[Any, int]] = json.scanner.make_scanner(
+    json.JSONDecoder()  # type: ignore[arg-type]  # typeshed types the argument oddly
+)
 
 
 @runtime_checkable

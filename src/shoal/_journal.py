@@ -8,8 +8,9 @@ What is stored (schema version 1)::
     pieces   one row per piece id: index, key, provenance, the item (JSON), state (running, done,
              failed; "pending" for a piece that was running when its run stopped), attempts,
              throttles, first start, end, the result (through the job's codec), the error
-    attempts one row per ended attempt: piece, attempt number, start, end, outcome (ok, error,
-             throttled), error type and message
+    attempts one row per ended attempt of every piece that took more than one (a piece done at
+             its first try is its own record: its row's start and end): piece, attempt
+             number, start, end, outcome (ok, error, throttled), error type and message
 
 The file is in WAL mode, so readers (``shoal status``) never block the run and the run never
 blocks them. All SQLite work happens in one writer thread that owns the connection: the event
@@ -167,7 +168,7 @@ class StoredPiece(NamedTuple):
     """A settled piece, as read back from a journal (a named tuple: rows load fast)."""
 
     id: str
-    index: int
+    idx: int  # the index it had in the run that settled it
     key: str
     state: str
     attempts: int
@@ -569,19 +570,31 @@ class JournalSession:
                 ),
             )
             self.run_id = int(cursor.lastrowid or 0)
-            settled = 0
-            for state, count in conn.execute("SELECT state, count(*) FROM pieces GROUP BY state"):
-                if state in self._lookup_states:
-                    settled += int(count)
-            self.has_settled = settled > 0
-        if self.has_settled and settled <= self.options.preload:
+            # One scan tells whether anything is settled and, when there are few enough rows,
+            # reads them all: a resume then needs no more trips to this thread.
             states = self._lookup_states
+            limit = self.options.preload
+            scanned = conn.execute(
+                f"SELECT {_STORED_COLUMNS} FROM pieces LIMIT ?",  # noqa: S608
+                (limit + 1,),
+            ).fetchall()
             make = StoredPiece._make
-            self.preloaded = {
-                row[0]: make(row)
-                for row in conn.execute(f"SELECT {_STORED_COLUMNS} FROM pieces")  # noqa: S608
-                if row[3] in states
-            }
+            settled = {row[0]: make(row) for row in scanned if row[3] in states}
+            if len(scanned) <= limit:
+                self.preloaded = settled
+                self.has_settled = bool(settled)
+            else:  # too many to hold: look them up in chunks as the items arrive
+                self.has_settled = (
+                    bool(settled)
+                    or conn.execute(
+                        f"SELECT 1 FROM pieces WHERE state IN ({','.join('?' * len(states))}) "  # noqa: S608
+                        "LIMIT 1",
+                        states,
+                    ).fetchone()
+                    is not None
+                )
+            if self.preloaded is not None and not self.preloaded:
+                self.preloaded = None  # nothing to resume: skip the lookups entirely
 
     def _lookup(self, conn: sqlite3.Connection, ids: Sequence[str]) -> dict[str, StoredPiece]:
         found: dict[str, StoredPiece] = {}

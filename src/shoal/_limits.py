@@ -240,7 +240,9 @@ class WindowMeter:
     def __init__(self, capacity: float, period: float) -> None:
         self.capacity = capacity
         self.period = period
-        self._log: deque[tuple[float, float]] = deque()
+        # [start time, units]: lists, so the scheduler can move a reservation's time to the
+        # moment its attempt really started (a little later than it was admitted).
+        self._log: deque[list[float]] = deque()
         self._used = 0.0
 
     def _expire(self, now: float) -> None:
@@ -266,9 +268,13 @@ class WindowMeter:
                 return max(started + self.period - now, EPSILON)
         return math.inf  # unreachable: the whole log expires eventually
 
-    def start(self, weight: float, now: float) -> None:
-        self._log.append((now, weight))
+    def start(self, weight: float, now: float) -> list[float]:
+        """Count ``weight`` units started at ``now``; returns the entry (its time may be moved
+        later, never earlier)."""
+        entry = [now, weight]
+        self._log.append(entry)
         self._used += weight
+        return entry
 
     @property
     def used(self) -> float:
@@ -305,9 +311,8 @@ class RateMeter:
             longest = max(longest, w)
         return longest
 
-    def start(self, weight: float, now: float) -> None:
-        for window in self._windows:
-            window.start(weight, now)
+    def start(self, weight: float, now: float) -> list[list[float]]:
+        return [window.start(weight, now) for window in self._windows]
 
 
 class KeyState:

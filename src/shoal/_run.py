@@ -69,6 +69,7 @@ class _Piece:
         "index",
         "item",
         "key",
+        "reservations",
         "stored_item",
         "throttles",
         "unparked",
@@ -88,6 +89,7 @@ class _Piece:
         self.unparked = False
         self.id = ""  # the journal's piece id ("" without a journal)
         self.stored_item: str | None = None  # the item as the journal stores it
+        self.reservations: tuple[list[float], ...] = ()  # its entries in the rate windows
 
 
 class Scheduler:
@@ -151,6 +153,7 @@ class Scheduler:
         self._journal = journal
         self._piece_id = piece_id
         self._codec: Codec = codec if codec is not None else JSONCodec()
+        self._decode = self._codec.decode
         self._item_codec = JSONCodec()
         self._to_check: list[_Piece] = []
         self._checker: asyncio.Task[None] | None = None
@@ -182,7 +185,8 @@ class Scheduler:
         self._timer_seq = 0
         self._timer_handle: asyncio.TimerHandle | None = None
         self._timer_when = math.inf
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._workers: set[asyncio.Task[None]] = set()
+        self._idle: list[asyncio.Future[_Piece | None]] = []
         self._feeder: asyncio.Task[None] | None = None
         self._room: asyncio.Event | None = None
 
@@ -234,6 +238,9 @@ class Scheduler:
                 batch = self._batch
                 if batch:
                     self._batch = []
+                    # The consumer has them now: there is room to pull more.
+                    self._wake_feeder()
+                    self._fill()
                     yield batch
                     continue
                 if self._exhausted and self._unsettled == 0 and not self._reorder:
@@ -280,7 +287,7 @@ class Scheduler:
         if self._timer_handle is not None:
             self._timer_handle.cancel()
             self._timer_handle = None
-        pending = [t for t in self._tasks if not t.done()]
+        pending = [t for t in self._workers if not t.done()]
         pending.extend(
             helper
             for helper in (self._feeder, self._checker)
@@ -290,7 +297,8 @@ class Scheduler:
             task.cancel()
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
-        self._tasks.clear()
+        self._workers.clear()
+        self._idle.clear()
         try:
             await self._backend.close()
         finally:
@@ -310,6 +318,11 @@ class Scheduler:
                         "wall_time": stats.wall_time,
                     },
                 )
+
+    def _wake_feeder(self) -> None:
+        room = self._room
+        if room is not None and not room.is_set() and self._room_to_pull():
+            room.set()
 
     def _on_journal_commit(self) -> None:
         if self._journal_blocked:
@@ -359,9 +372,11 @@ class Scheduler:
         return piece
 
     def _room_to_pull(self) -> bool:
+        """Whether another item may be pulled: pulled and not yet handed to the consumer stays
+        under the window (plus the one batch the consumer is going through)."""
         if self._ordered:
-            return self._next_index - self._next_emit < self._window
-        return self._unsettled < self._window
+            return self._next_index - self._next_emit + len(self._batch) < self._window
+        return self._unsettled + len(self._batch) < self._window
 
     def _pull_sync(self) -> _Piece | None:
         assert self._sync_iter is not None
@@ -456,25 +471,24 @@ class Scheduler:
             self._checker = None
 
     def _settle_from_journal(self, piece: _Piece, row: StoredPiece) -> bool:
-        ok = row.state == "done"
-        value: Any = None
+        _, _, _, state, attempts, throttles, started, finished, result, etype, emsg, etb = row
         error: ErrorInfo | None = None
-        if ok:
+        if state == "done":
+            ok = True
+            self.succeeded += 1
             try:
-                value = self._codec.decode(row.result) if row.result is not None else None
+                value = self._decode(result) if result is not None else None
             except Exception:
+                self.succeeded -= 1
                 return False  # unreadable (another codec, a damaged row): run it again
         else:
-            error = ErrorInfo(
-                row.error_type or "Exception", row.error_message or "", row.error_traceback or ""
-            )
-        self.resumed += 1
-        if ok:
-            self.succeeded += 1
-        else:
+            ok = False
+            value = None
             self.failed += 1
-        started = row.started if row.started is not None else self._wall0
-        finished = row.finished if row.finished is not None else started
+            error = ErrorInfo(etype or "Exception", emsg or "", etb or "")
+        self.resumed += 1
+        if started is None:
+            started = self._wall0
         self._settle(
             Outcome(
                 piece.index,
@@ -482,11 +496,11 @@ class Scheduler:
                 ok,
                 value,
                 error,
-                row.attempts,
+                attempts,
                 started,
-                finished,
+                started if finished is None else finished,
                 piece.key,
-                row.throttles,
+                throttles,
                 piece.id,
             )
         )
@@ -495,35 +509,78 @@ class Scheduler:
     # ------------------------------------------------------------------ admission
 
     def _fill(self) -> None:
-        """Start every piece that may start now."""
+        """Hand every piece that may start now to a worker: an idle one, or a new one."""
         if self._filling or self._closing:
             return
         self._filling = True
         try:
-            self._fill_loop()
+            while (piece := self._take()) is not None:
+                self._hand_off(piece)
         finally:
             self._filling = False
 
-    def _fill_loop(self) -> None:
+    def _hand_off(self, piece: _Piece) -> None:
+        idle = self._idle
+        while idle:
+            waiter = idle.pop()
+            if not waiter.done():
+                waiter.set_result(piece)
+                return
+        assert self._loop is not None
+        worker = self._loop.create_task(self._worker(piece))
+        self._workers.add(worker)
+        worker.add_done_callback(self._workers.discard)
+
+    async def _worker(self, piece: _Piece | None) -> None:
+        """Run attempts one after another: one worker is one slot of the concurrency.
+
+        A worker that finishes an attempt takes the next piece itself, so a busy run creates no
+        task per piece; a worker with nothing to do waits until one is handed to it.
+        """
+        assert self._loop is not None
+        loop = self._loop
+        streak = 0
+        while piece is not None:
+            if not await self._attempt(piece) or self._closing:
+                return
+            piece = self._take()
+            if piece is not None:
+                if self._idle and self._ready:
+                    self._fill()  # more became ready at once (a key released, retries due)
+                streak += 1
+                if streak >= 64:
+                    # Work that never suspends would otherwise keep the loop to itself: let the
+                    # consumer take what has settled and the other tasks run.
+                    streak = 0
+                    await asyncio.sleep(0)
+                continue
+            waiter: asyncio.Future[_Piece | None] = loop.create_future()
+            self._idle.append(waiter)
+            piece = await waiter
+
+    def _take(self) -> _Piece | None:
+        """The next piece that may start now, counted as started; ``None`` if there is none."""
+        if self._in_flight >= self._concurrency or self._closing:
+            return None
         journal = self._journal
         if journal is not None and journal.backlog >= self._journal_limit:
             self._journal_blocked = True  # resumed by the next commit
-            return
+            return None
         ready = self._ready
         sync_iter = self._sync_iter if self._pull_inline else None
         gated = self._gated
         now = self._clock.now() if gated else 0.0
         resumed = 0
-        while self._in_flight < self._concurrency:
+        while True:
             if ready:
                 piece = heapq.heappop(ready)[1]
             elif sync_iter is not None and not self._exhausted and self._room_to_pull():
                 pulled = self._pull_sync()
                 if pulled is None:
-                    return
+                    return None
                 piece = pulled
             else:
-                return
+                return None
             if piece.error is not None:
                 self._fail(piece, piece.error, self._clock.now(), before_start=True)
                 continue
@@ -534,7 +591,7 @@ class Scheduler:
                     if resumed >= 512:  # let the consumer see them before pulling more
                         assert self._loop is not None
                         self._loop.call_soon(self._fill)
-                        return
+                        return None
                     continue
             if gated or self._gated:
                 if not gated:
@@ -545,10 +602,15 @@ class Scheduler:
                     continue
                 if verdict == 2:  # the whole job waits (rate); keep the order
                     heapq.heappush(ready, (piece.index, piece))
-                    return
+                    return None
                 if verdict == 3:  # can never fit
                     continue
-            self._start(piece)
+            piece.attempts += 1
+            self.attempts += 1
+            self._in_flight += 1
+            if self._per_key is not None:
+                self._key_state(piece.key).in_flight += 1
+            return piece
 
     def _admit(self, piece: _Piece, now: float) -> int:
         """0: start it; 1: parked for its key; 2: everything waits; 3: failed (never fits)."""
@@ -595,8 +657,10 @@ class Scheduler:
                 self._blocked_until = now + wait
                 self._add_timer(now + wait, _WAKE, None)
                 return 2
+            reservations: list[list[float]] = []
             for meter, weight in zip(self._rates, piece.weights, strict=True):
-                meter.start(weight, now)
+                reservations.extend(meter.start(weight, now))
+            piece.reservations = tuple(reservations)
         piece.unparked = False
         return 0
 
@@ -685,19 +749,14 @@ class Scheduler:
 
     # ------------------------------------------------------------------ attempts
 
-    def _start(self, piece: _Piece) -> None:
-        piece.attempts += 1
-        self.attempts += 1
-        self._in_flight += 1
-        if self._per_key is not None:
-            self._key_state(piece.key).in_flight += 1
-        assert self._loop is not None
-        task = self._loop.create_task(self._attempt(piece))
-        self._tasks.add(task)
-
-    async def _attempt(self, piece: _Piece) -> None:
+    async def _attempt(self, piece: _Piece) -> bool:
+        """One attempt, start to settle (or retry). ``False`` if the run must stop."""
         clock = self._clock
         started = clock.now()
+        if piece.reservations:
+            for entry in piece.reservations:
+                entry[0] = started  # a rate counts the real start, not the admission
+            piece.reservations = ()
         piece.attempt_start = started
         if piece.first_start < 0:
             piece.first_start = started
@@ -730,12 +789,10 @@ class Scheduler:
         except BaseException as exc:  # KeyboardInterrupt, SystemExit from the work: stop the run
             self._fatal = exc
             self._notify()
+            return False
         else:
             self._on_success(piece, value)
-        finally:
-            task = asyncio.current_task()
-            if task is not None:
-                self._tasks.discard(task)
+        return True
 
     @staticmethod
     async def _invoke_with_timeout(invoke: Invoker, item: Any, timeout: float) -> Any:
@@ -779,15 +836,19 @@ class Scheduler:
                 error.__cause__ = exc
                 self._fail(piece, error, now)
                 return
-            journal.attempt_ended(
-                piece.id,
-                piece.attempts,
-                self._wall(piece.attempt_start),
-                self._wall(now),
-                "ok",
-                None,
-                None,
-            )
+            end = self._wall(now)
+            if piece.attempts > 1 or piece.throttles:
+                # A piece done at its first try is its own record (its row's start and end);
+                # the attempts table holds the history of the pieces that needed more.
+                journal.attempt_ended(
+                    piece.id,
+                    piece.attempts,
+                    self._wall(piece.attempt_start),
+                    end,
+                    "ok",
+                    None,
+                    None,
+                )
             journal.settled(
                 (
                     piece.id,
@@ -799,7 +860,7 @@ class Scheduler:
                     piece.attempts,
                     piece.throttles,
                     self._wall(piece.first_start),
-                    self._wall(now),
+                    end,
                     encoded,
                     None,
                     None,
@@ -889,7 +950,6 @@ class Scheduler:
                     )
                 )
             self._add_timer(until, _RETRY, piece)
-            self._fill()
             return
         if (
             piece.attempts < retry.attempts
@@ -923,7 +983,6 @@ class Scheduler:
                 self._requeue(piece, now)
             else:
                 self._add_timer(now + delay, _RETRY, piece)
-            self._fill()
             return
         self._fail(piece, exc, now)
 
@@ -1011,10 +1070,7 @@ class Scheduler:
         else:
             self._batch.append(outcome)
         self._notify()
-        room = self._room
-        if room is not None and not room.is_set() and self._room_to_pull():
-            room.set()
-        self._fill()
+        self._wake_feeder()
 
     # ------------------------------------------------------------------ events
 
