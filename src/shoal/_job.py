@@ -32,12 +32,21 @@ from ._journal import (
     job_fingerprint,
     load_stored_items,
 )
+from ._limited import (
+    AsyncGroupWork,
+    GroupWork,
+    check_batch_size,
+    group_items,
+    item_stats,
+    ungroup,
+)
 from ._limits import Limits, Rate
+from ._loop import new_event_loop
 from ._outcome import Failure, Outcome, Run
+from ._plan import Plan, plan
 from ._retry import Retry
 from ._run import Scheduler
-from .backends import NAMES as BACKEND_NAMES
-from .backends import Backend, resolve
+from .backends import Backend, check_name, is_async_callable, resolve
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -67,11 +76,7 @@ def _check_errors(errors: object) -> Errors:
 
 def _check_backend(backend: object) -> None:
     if isinstance(backend, str):
-        if backend.strip().lower() not in BACKEND_NAMES:
-            raise ValueError(
-                f"backend={backend!r} is not a backend; use one of "
-                f"{', '.join(repr(n) for n in BACKEND_NAMES)}"
-            )
+        check_name(backend)  # an unknown name, or a missing extra (with its install command)
     elif not isinstance(backend, Backend):
         raise TypeError(f"backend={backend!r}: expected a backend name or a Backend object")
 
@@ -99,8 +104,13 @@ class Job(Generic[T, R]):
         limits: :class:`Limits`; default ``Limits()`` (16 at once, no rate).
         retry: :class:`Retry`; default ``Retry()`` (3 attempts, full-jitter backoff).
         combine: ``values -> result`` applied to the successful values, in input order.
-        backend: ``"auto"`` (the event loop for ``async def``, threads otherwise), ``"async"``,
-            ``"thread"``, or a :class:`shoal.backends.Backend` object.
+        backend: ``"auto"`` (the event loop for ``async def``, worker processes for CPU-bound
+            work, threads otherwise), ``"async"``, ``"thread"``, ``"process"``, ``"dask"``,
+            ``"ray"``, or a :class:`shoal.backends.Backend` object (e.g.
+            ``shoal.backends.DaskBackend(address=...)``).
+        cpu_bound: The work computes rather than waits: ``"auto"`` then runs it in processes.
+        batch_size: Limited mode: the work gets a list of this many items and returns a list of
+            their results; limits and retries apply per call, outcomes are still per item.
         name: A name for reports (default: the work function's name).
         timeout: Seconds one attempt may take before it fails with ``TimeoutError``.
         id: ``item -> unique string``: the piece's id in a journal. Without it the id is a hash
@@ -124,6 +134,8 @@ class Job(Generic[T, R]):
         timeout: float | None = None,
         id: Callable[[T], Any] | None = None,
         codec: Codec | None = None,
+        cpu_bound: bool = False,
+        batch_size: int | None = None,
     ) -> None:
         if not callable(work):
             raise TypeError(
@@ -163,10 +175,27 @@ class Job(Generic[T, R]):
         self.combine = combine
         self.backend = backend
         self.timeout = _check_timeout(timeout)
+        if not isinstance(cpu_bound, bool):
+            raise TypeError(f"cpu_bound={cpu_bound!r}: expected True or False")
+        self.cpu_bound = cpu_bound
+        self.batch_size = check_batch_size(batch_size)
         self.name = name if name is not None else getattr(work, "__name__", type(work).__name__)
 
     def __repr__(self) -> str:
         return f"Job({self.name!r}, {self.limits!r}, {self.retry!r}, backend={self.backend!r})"
+
+    def plan(
+        self,
+        items: Iterable[T] | int | None = None,
+        *,
+        observed: Run[Any] | Iterable[Outcome[Any]] | Iterable[float] | None = None,
+    ) -> Plan:
+        """The resource check for a run over ``items``: see :func:`shoal.plan`."""
+        return plan(self, items, observed=observed)
+
+    def _per_item(self, outcomes: list[Outcome[Any]]) -> list[Outcome[Any]]:
+        """The scheduler's outcomes as the user's: per item, also in limited mode."""
+        return outcomes if self.batch_size is None else ungroup(outcomes, self.batch_size)
 
     # ------------------------------------------------------------------ running
 
@@ -183,6 +212,10 @@ class Job(Generic[T, R]):
         mode: str = "run",
     ) -> tuple[Scheduler, Clock]:
         clock = clock if clock is not None else MonotonicClock()
+        work: Callable[..., Any] = self.work
+        if self.batch_size is not None:  # limited mode: the scheduler's pieces are groups
+            items = group_items(items, self.batch_size)
+            work = (AsyncGroupWork if is_async_callable(work) else GroupWork)(work)
         session = None
         if journal is not None:
             session = JournalSession(
@@ -194,13 +227,13 @@ class Job(Generic[T, R]):
                 mode=mode,
             )
         scheduler = Scheduler(
-            self.work,
+            work,
             items,
             limits=self.limits,
             retry=self.retry,
             timeout=self.timeout,
             key=self.key,
-            backend=resolve(self.backend, self.work),
+            backend=resolve(self.backend, self.work, cpu_bound=self.cpu_bound),
             clock=clock,
             rng=rng if rng is not None else random.Random(),
             subscribers=_subscribers(subscribers),
@@ -278,12 +311,16 @@ class Job(Generic[T, R]):
         with _flush_on_sigterm(enabled=journal is not None):
             async for batch in scheduler.batches():
                 settled.extend(batch)
+        if self.batch_size is not None:  # limited mode: one outcome per item, not per group
+            settled = ungroup(settled, self.batch_size)
         outcomes: list[Outcome[R]] = [None] * len(settled)  # type: ignore[list-item]
         for outcome in settled:
             outcomes[outcome.index] = outcome
         run: Run[R] = Run(
             outcomes,
-            scheduler.stats(),
+            scheduler.stats()
+            if self.batch_size is None
+            else item_stats(scheduler.stats(), settled),
             combine=self.combine,
             name=self.name,
             completion_order=[o.index for o in settled],
@@ -428,7 +465,7 @@ class Job(Generic[T, R]):
         with _flush_on_sigterm(enabled=journal is not None):
             async with contextlib.aclosing(scheduler.batches()) as batches:
                 async for batch in batches:
-                    for outcome in batch:
+                    for outcome in self._per_item(batch):
                         yield outcome
 
 
@@ -469,6 +506,8 @@ def _flush_on_sigterm(*, enabled: bool) -> Iterator[None]:
 def run_sync(make: Callable[[], Awaitable[T]], clock: Clock | None) -> T:
     """Run a coroutine to completion from synchronous code, on the clock's loop."""
     factory = clock.loop_factory() if clock is not None else None
+    if factory is None:
+        factory = new_event_loop
 
     def run_here() -> T:
         with asyncio.Runner(loop_factory=factory) as runner:
