@@ -26,6 +26,7 @@ from importlib import metadata
 from pathlib import Path
 
 import bench_efficiency
+import bench_journal
 import bench_memory
 import bench_overhead
 import bench_rate
@@ -49,6 +50,7 @@ WORKLOADS = {
         Workload(bench_efficiency.NAME, bench_efficiency.DEFAULT_REPEAT, bench_efficiency.run),
         Workload(bench_rate.NAME, bench_rate.DEFAULT_REPEAT, bench_rate.run),
         Workload(bench_memory.NAME, bench_memory.DEFAULT_REPEAT, bench_memory.run),
+        Workload(bench_journal.NAME, bench_journal.DEFAULT_REPEAT, bench_journal.run),
     )
 }
 

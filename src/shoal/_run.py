@@ -162,7 +162,7 @@ class Scheduler:
         self._journal_limit = 2 * journal.options.commit_every if journal is not None else 0
         self._status = "interrupted"
         self._pull_inline = self._sync_iter is not None  # else the feeder task pulls
-        self._preloaded: dict[str, StoredPiece] | None = None
+        self._preloaded: dict[str, tuple[Any, ...]] | None = None
         # Key and rate checks are skipped entirely until something needs them.
         self._gated = bool(self._per_key or self._rates)
 
@@ -470,7 +470,8 @@ class Scheduler:
         finally:
             self._checker = None
 
-    def _settle_from_journal(self, piece: _Piece, row: StoredPiece) -> bool:
+    def _settle_from_journal(self, piece: _Piece, row: tuple[Any, ...]) -> bool:
+        """Settle ``piece`` as an earlier run did (``row``: a StoredPiece's fields)."""
         _, _, _, state, attempts, throttles, started, finished, result, etype, emsg, etb = row
         error: ErrorInfo | None = None
         if state == "done":
