@@ -45,7 +45,7 @@ from ._events import (
     Subscriber,
     ThrottleWait,
 )
-from ._journal import JournalSession, Preset, StoredPiece
+from ._journal import JournalSession, Preset
 from ._limits import EPSILON, KeyState, Limits, RateMeter
 from ._outcome import ErrorInfo, Outcome, RunStats
 from ._retry import Retry, throttle_delay
