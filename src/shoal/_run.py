@@ -815,6 +815,51 @@ class Scheduler:
             if piece.key in self._parked:
                 self._unpark(piece.key, now)
 
+    def _record_attempt(
+        self,
+        piece: _Piece,
+        now: float,
+        outcome: str,
+        exc: BaseException | None,
+        *,
+        attempt: int | None = None,
+    ) -> None:
+        """Journal one ended attempt of ``piece`` (ok, error or throttled)."""
+        assert self._journal is not None
+        self._journal.attempt_ended(
+            piece.id,
+            piece.attempts if attempt is None else attempt,
+            self._wall(piece.attempt_start),
+            self._wall(now),
+            outcome,
+            None if exc is None else _type_name(exc),
+            None if exc is None else str(exc),
+        )
+
+    def _record_settled(
+        self, piece: _Piece, now: float, first: float, result: Any, error: ErrorInfo | None
+    ) -> None:
+        """Journal how ``piece`` ended: done with its encoded result, or failed with its error."""
+        assert self._journal is not None
+        self._journal.settled(
+            (
+                piece.id,
+                piece.index,
+                piece.key,
+                None,
+                piece.stored_item,
+                "done" if error is None else "failed",
+                piece.attempts,
+                piece.throttles,
+                self._wall(first),
+                self._wall(now),
+                result,
+                None if error is None else error.type,
+                None if error is None else error.message,
+                None if error is None else error.traceback,
+            )
+        )
+
     def _wall(self, t: float) -> float:
         """A clock reading as seconds since the epoch."""
         return self._wall0 + (t - self._t0)
@@ -837,37 +882,11 @@ class Scheduler:
                 error.__cause__ = exc
                 self._fail(piece, error, now)
                 return
-            end = self._wall(now)
             if piece.attempts > 1 or piece.throttles:
                 # A piece done at its first try is its own record (its row's start and end);
                 # the attempts table holds the history of the pieces that needed more.
-                journal.attempt_ended(
-                    piece.id,
-                    piece.attempts,
-                    self._wall(piece.attempt_start),
-                    end,
-                    "ok",
-                    None,
-                    None,
-                )
-            journal.settled(
-                (
-                    piece.id,
-                    piece.index,
-                    piece.key,
-                    None,
-                    piece.stored_item,
-                    "done",
-                    piece.attempts,
-                    piece.throttles,
-                    self._wall(piece.first_start),
-                    end,
-                    encoded,
-                    None,
-                    None,
-                    None,
-                )
-            )
+                self._record_attempt(piece, now, "ok", None)
+            self._record_settled(piece, now, piece.first_start, encoded, None)
         self._release(piece, now)
         self.succeeded += 1
         if self._subs:
@@ -925,15 +944,7 @@ class Scheduler:
                 return
             self.throttle_wait += delay
             if self._journal is not None and piece.id:
-                self._journal.attempt_ended(
-                    piece.id,
-                    piece.attempts + 1,
-                    self._wall(piece.attempt_start),
-                    self._wall(now),
-                    "throttled",
-                    _type_name(exc),
-                    str(exc),
-                )
+                self._record_attempt(piece, now, "throttled", exc, attempt=piece.attempts + 1)
             # Pause the key so its neighbours do not pile on while the server wants quiet.
             self._gated = True
             state = self._key_state(piece.key)
@@ -959,15 +970,7 @@ class Scheduler:
         ):
             self.retries += 1
             if self._journal is not None and piece.id:
-                self._journal.attempt_ended(
-                    piece.id,
-                    piece.attempts,
-                    self._wall(piece.attempt_start),
-                    self._wall(now),
-                    "error",
-                    _type_name(exc),
-                    str(exc),
-                )
+                self._record_attempt(piece, now, "error", exc)
             if self._subs:
                 self._emit(
                     RetryScheduled(
@@ -1012,36 +1015,10 @@ class Scheduler:
                 )
             )
         first = piece.first_start if piece.first_start >= 0 else now
-        journal = self._journal
-        if journal is not None and piece.id:
+        if self._journal is not None and piece.id:
             if not before_start:
-                journal.attempt_ended(
-                    piece.id,
-                    piece.attempts,
-                    self._wall(piece.attempt_start),
-                    self._wall(now),
-                    "error",
-                    error.type,
-                    error.message,
-                )
-            journal.settled(
-                (
-                    piece.id,
-                    piece.index,
-                    piece.key,
-                    None,
-                    piece.stored_item,
-                    "failed",
-                    piece.attempts,
-                    piece.throttles,
-                    self._wall(first),
-                    self._wall(now),
-                    None,
-                    error.type,
-                    error.message,
-                    error.traceback,
-                )
-            )
+                self._record_attempt(piece, now, "error", exc)
+            self._record_settled(piece, now, first, None, error)
         self._settle(
             Outcome(
                 piece.index,
