@@ -14,8 +14,9 @@ What is stored (schema version 1)::
 
 The file is in WAL mode, so readers (``shoal status``) never block the run and the run never
 blocks them. All SQLite work happens in one writer thread that owns the connection: the event
-loop only puts records on a queue, so a slow disk never stalls the scheduler. Records are
-committed in batches, by count (``commit_every``) and by time (``commit_interval``); a normal end,
+loop only gathers records and hands them over a batch at a time, so a slow disk never stalls the
+scheduler. A batch is handed over, and committed, by count (``commit_every`` settled pieces) or by
+time (``commit_interval``), whichever comes first; a normal end,
 Ctrl-C and SIGTERM flush everything. Each commit is one SQLite transaction, so a ``kill -9`` at any
 moment loses at most the records of the batch being gathered, never half of one: results are
 written whole or not at all, and a piece id is a primary key, so nothing is recorded twice. The
@@ -181,17 +182,44 @@ class StoredPiece(NamedTuple):
     error_traceback: str | None
 
 
-# Records put on the writer's queue (plain tuples: cheap to build on the event loop).
+# Records gathered on the event loop's side (plain tuples: cheap to build there).
 _START = 0  # (kind, id, idx, key, item_json, started)
 _ATTEMPT = 1  # (kind, id, attempt, started, finished, outcome, error_type, error_message)
 _SETTLE = 2  # (kind, row tuple for _UPSERT_PIECE minus run_id)
-_CALL = 3  # (kind, fn, on_done): run fn(conn) in the writer thread
+# What goes on the writer's queue.
+_BATCH = 3  # (kind, [records], settled pieces among them): written in one transaction
+_CALL = 4  # (kind, fn, future): run fn(conn) in the writer thread; fn None: stop
 
 
 def _connect(path: str) -> sqlite3.Connection:
     # Readers never block a WAL writer; only another writer can, and that is a second run on
     # the same journal, which should fail soon and clearly rather than wait.
     return sqlite3.connect(path, timeout=2.0, isolation_level="DEFERRED", check_same_thread=True)
+
+
+def _insert_many(conn: sqlite3.Connection, sql: str, rows: list[tuple[Any, ...]]) -> None:
+    """Insert rows many at a time, with one multi-row statement per chunk.
+
+    ``executemany`` steps SQLite once per row, and every step gives the GIL back and takes it
+    again, so a writer thread beside a busy event loop waits for the GIL once per row. One
+    statement for hundreds of rows takes it once, and SQLite then works with the GIL released.
+    """
+    width = len(rows[0])
+    per = max(1, min(500, conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // width))
+    head, values, tail = _split_values(sql)
+    one = "(" + ",".join("?" * width) + ")"
+    for start in range(0, len(rows), per):
+        chunk = rows[start : start + per]
+        statement = f"{head} VALUES {','.join([one] * len(chunk))} {tail}"
+        conn.execute(statement, [value for row in chunk for value in row])
+
+
+@functools.lru_cache(maxsize=8)
+def _split_values(sql: str) -> tuple[str, str, str]:
+    """``INSERT ... VALUES (?, ...) rest`` as its three parts."""
+    head, _, rest = sql.partition("VALUES")
+    values, _, tail = rest.strip().partition(")")
+    return head.strip(), values + ")", tail.strip()
 
 
 def _alive(pid: int | None) -> bool:
@@ -332,6 +360,9 @@ class JournalSession:
         self._conn: sqlite3.Connection | None = None
         self.enqueued_settled = 0
         self.committed_settled = 0
+        self._batch: list[tuple[Any, ...]] = []
+        self._batch_settled = 0
+        self._hand_over_timer: asyncio.TimerHandle | None = None
         self._lookup_states: tuple[str, ...] = ("done",) if mode == "retry" else SETTLED_STATES
         # On resume: every settled piece, by id, when there are few enough to hold in memory.
         self.preloaded: dict[str, tuple[Any, ...]] | None = None
@@ -379,12 +410,13 @@ class JournalSession:
         try:
             await self._call(lambda conn: self._finish(conn, status, stats))
         finally:
+            self._hand_over()  # nothing is left behind (and no timer outlives the run)
             self._queue.put((_CALL, None, None))  # stop
             thread, self._thread = self._thread, None
             await asyncio.get_running_loop().run_in_executor(None, thread.join)
 
     def started(self, piece_id: str, index: int, key: str, item: str | None, at: float) -> None:
-        self._queue.put((_START, piece_id, index, key, item, at))
+        self._add((_START, piece_id, index, key, item, at))
 
     def attempt_ended(
         self,
@@ -396,7 +428,7 @@ class JournalSession:
         error_type: str | None,
         error_message: str | None,
     ) -> None:
-        self._queue.put(
+        self._add(
             (_ATTEMPT, piece_id, attempt, started, finished, outcome, error_type, error_message)
         )
 
@@ -404,10 +436,35 @@ class JournalSession:
         """``row``: (id, idx, key, provenance, item, state, attempts, throttles, started,
         finished, result, error_type, error_message, error_traceback)."""
         self.enqueued_settled += 1
-        self._queue.put((_SETTLE, row))
+        self._add((_SETTLE, row))
+        self._batch_settled += 1
+        if self._batch_settled >= self.options.commit_every:
+            self._hand_over()
+
+    def _add(self, record: tuple[Any, ...]) -> None:
+        # Records gather here, on the event loop's side, and go to the writer a batch at a
+        # time: waking the writer for every record would hand the GIL back and forth between
+        # the two threads thousands of times a second.
+        self._batch.append(record)
+        if self._hand_over_timer is None:
+            assert self._loop is not None
+            self._hand_over_timer = self._loop.call_later(
+                self.options.commit_interval, self._hand_over
+            )
+
+    def _hand_over(self) -> None:
+        """Give the gathered records to the writer: one batch, one commit."""
+        if self._hand_over_timer is not None:
+            self._hand_over_timer.cancel()
+            self._hand_over_timer = None
+        if self._batch:
+            self._queue.put((_BATCH, self._batch, self._batch_settled))
+            self._batch = []
+            self._batch_settled = 0
 
     def _call(self, fn: Callable[[sqlite3.Connection], Any]) -> asyncio.Future[Any]:
         assert self._loop is not None
+        self._hand_over()  # what came before the call is committed before it runs
         future: asyncio.Future[Any] = self._loop.create_future()
         self._queue.put((_CALL, fn, future))
         return future
@@ -431,84 +488,63 @@ class JournalSession:
 
     def _writer(self) -> None:
         get = self._queue.get
-        options = self.options
-        pieces: dict[str, tuple[Any, ...]] = {}
-        attempts: list[tuple[Any, ...]] = []
-        settled = 0
-        deadline = 0.0
+        run_id = 0
         while True:
-            timeout = None
-            if pieces or attempts:
-                timeout = max(0.0, deadline - time.monotonic())
+            record = get()
+            if record[0] == _BATCH:
+                _, batch, settled = record
+                if self.error is None:
+                    run_id = self.run_id
+                    try:
+                        self._commit(*self._rows(batch, run_id))
+                    except BaseException as exc:  # a full disk, a vanished file
+                        self.error = exc
+                        self._report_error(exc)
+                self.committed_settled += settled
+                if self.on_commit is not None and self._loop is not None:
+                    with contextlib.suppress(RuntimeError):
+                        self._loop.call_soon_threadsafe(self.on_commit)
+                continue
+            _, fn, future = record  # a call
+            if fn is None:  # stop
+                break
+            if self.error is not None and self._conn is not None:
+                self._resolve(future, None, self.error)
+                continue
             try:
-                record = get(timeout=timeout)
-            except queue.Empty:
-                record = None
-            if record is not None:
-                kind = record[0]
-                if not (pieces or attempts):
-                    deadline = time.monotonic() + options.commit_interval
-                if kind == _SETTLE:
-                    row = record[1]
-                    pieces[row[0]] = (*row, self.run_id)
-                    settled += 1
-                    if settled < options.commit_every:
-                        continue
-                elif kind == _START:
-                    _, pid, idx, key, item, at = record
-                    current = pieces.get(pid)
-                    if current is None or current[5] == "running":
-                        pieces[pid] = (
-                            pid,
-                            idx,
-                            key,
-                            None,
-                            item,
-                            "running",
-                            0,
-                            0,
-                            at,
-                            None,
-                            None,
-                            None,
-                            None,
-                            None,
-                            self.run_id,
-                        )
-                    continue
-                elif kind == _ATTEMPT:
-                    attempts.append((*record[1:], self.run_id))
-                    continue
-            # A commit: the batch is full, its time is up, or somebody needs an answer.
-            if self.error is None and (pieces or attempts):
-                try:
-                    self._commit(pieces, attempts)
-                except BaseException as exc:  # a full disk, a vanished file
-                    self.error = exc
-                    self._report_error(exc)
-            self.committed_settled += settled
-            pieces = {}
-            attempts = []
-            settled = 0
-            if self.on_commit is not None and self._loop is not None:
-                with contextlib.suppress(RuntimeError):
-                    self._loop.call_soon_threadsafe(self.on_commit)
-            if record is not None and record[0] == _CALL:
-                _, fn, future = record
-                if fn is None:  # stop
-                    break
-                if self.error is not None and self._conn is not None:
-                    self._resolve(future, None, self.error)
-                    continue
-                try:
-                    value = fn(self._conn)
-                except BaseException as exc:
-                    self._resolve(future, None, exc)
-                else:
-                    self._resolve(future, value, None)
+                value = fn(self._conn)
+            except BaseException as exc:
+                self._resolve(future, None, exc)
+            else:
+                self._resolve(future, value, None)
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+    @staticmethod
+    def _rows(
+        batch: list[tuple[Any, ...]], run_id: int
+    ) -> tuple[dict[str, tuple[Any, ...]], list[tuple[Any, ...]]]:
+        """A batch of records as the rows to write: one per piece (its latest state), and the
+        ended attempts."""
+        pieces: dict[str, tuple[Any, ...]] = {}
+        attempts: list[tuple[Any, ...]] = []
+        for record in batch:
+            kind = record[0]
+            if kind == _SETTLE:
+                row = record[1]
+                pieces[row[0]] = (*row, run_id)
+            elif kind == _START:
+                _, pid, idx, key, item, at = record
+                current = pieces.get(pid)
+                if current is None or current[5] == "running":
+                    pieces[pid] = (
+                        pid, idx, key, None, item, "running", 0, 0, at, None, None, None, None,
+                        None, run_id,
+                    )  # fmt: skip
+            else:
+                attempts.append((*record[1:], run_id))
+        return pieces, attempts
 
     def _report_error(self, exc: BaseException) -> None:
         exc.add_note(f"(while writing the journal {self.path})")
@@ -522,9 +558,9 @@ class JournalSession:
         assert conn is not None
         with conn:  # one transaction: all of it or none of it
             if pieces:
-                conn.executemany(_UPSERT_PIECE, pieces.values())
+                _insert_many(conn, _UPSERT_PIECE, list(pieces.values()))
             if attempts:
-                conn.executemany(_INSERT_ATTEMPT, attempts)
+                _insert_many(conn, _INSERT_ATTEMPT, attempts)
 
     # Calls run in the writer thread.
 
