@@ -206,7 +206,7 @@ def _insert_many(conn: sqlite3.Connection, sql: str, rows: list[tuple[Any, ...]]
     """
     width = len(rows[0])
     per = max(1, min(500, conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // width))
-    head, values, tail = _split_values(sql)
+    head, tail = _split_values(sql)
     one = "(" + ",".join("?" * width) + ")"
     for start in range(0, len(rows), per):
         chunk = rows[start : start + per]
@@ -215,11 +215,10 @@ def _insert_many(conn: sqlite3.Connection, sql: str, rows: list[tuple[Any, ...]]
 
 
 @functools.lru_cache(maxsize=8)
-def _split_values(sql: str) -> tuple[str, str, str]:
-    """``INSERT ... VALUES (?, ...) rest`` as its three parts."""
+def _split_values(sql: str) -> tuple[str, str]:
+    """``INSERT ... VALUES (?, ...) rest`` as what comes before VALUES and after its row."""
     head, _, rest = sql.partition("VALUES")
-    values, _, tail = rest.strip().partition(")")
-    return head.strip(), values + ")", tail.strip()
+    return head.strip(), rest.strip().partition(")")[2].strip()
 
 
 def _alive(pid: int | None) -> bool:
