@@ -197,6 +197,7 @@ class Scheduler:
         self._fatal: BaseException | None = None
         self._closing = False
         self._filling = False
+        self._backend_started = False
 
         self.attempts = 0
         self.retries = 0
@@ -215,16 +216,17 @@ class Scheduler:
         clock = self._clock
         self._t0 = clock.now()
         self._wall0 = clock.wall()
-        self._invoke = await self._backend.start(self._work, concurrency=self._concurrency)
         try:
             journal = self._journal
             lookups = False
-            if journal is not None:
+            if journal is not None:  # first: a journal that cannot be used stops the run early
                 journal.on_commit = self._on_journal_commit
                 journal.on_error = self._on_journal_error
                 await journal.open()
                 lookups = journal.has_settled and journal.preloaded is None
                 self._preloaded = journal.preloaded
+            self._backend_started = True
+            self._invoke = await self._backend.start(self._work, concurrency=self._concurrency)
             if self._async_iter is not None or lookups:
                 # Pieces that may be settled already are checked against the journal in chunks
                 # before they run; that needs the feeder even for a plain iterable.
@@ -300,7 +302,8 @@ class Scheduler:
         self._workers.clear()
         self._idle.clear()
         try:
-            await self._backend.close()
+            if self._backend_started:
+                await self._backend.close()
         finally:
             if self._journal is not None:
                 # Everything settled is committed, whatever ended the run (Ctrl-C included).
