@@ -19,7 +19,7 @@ from collections.abc import (
     Iterator,
     Sequence,
 )
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar, overload
 
 from ._clock import Clock, MonotonicClock
 from ._codec import Codec, JSONCodec
@@ -120,6 +120,38 @@ class Job(Generic[T, R]):
     Raises:
         TypeError, ValueError: anything that cannot work, at construction.
     """
+
+    @overload
+    def __init__(
+        self,
+        work: Callable[[T], Awaitable[R]],
+        *,
+        key: Callable[[T], Any] | None = None,
+        limits: Limits | None = None,
+        retry: Retry | None = None,
+        combine: Callable[[list[R]], Any] | None = None,
+        backend: str | Backend = "auto",
+        name: str | None = None,
+        timeout: float | None = None,
+        id: Callable[[T], Any] | None = None,
+        codec: Codec | None = None,
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self,
+        work: Callable[[T], R],
+        *,
+        key: Callable[[T], Any] | None = None,
+        limits: Limits | None = None,
+        retry: Retry | None = None,
+        combine: Callable[[list[R]], Any] | None = None,
+        backend: str | Backend = "auto",
+        name: str | None = None,
+        timeout: float | None = None,
+        id: Callable[[T], Any] | None = None,
+        codec: Codec | None = None,
+    ) -> None: ...
 
     def __init__(
         self,
@@ -569,8 +601,88 @@ def _progress_subscribers(progress: object) -> tuple[Subscriber, ...]:
     raise TypeError(f"progress={progress!r}: expected None, True, False or callable(event)")
 
 
+@overload
 async def amap(
-    fn: Callable[[T], R] | Callable[[T], Awaitable[R]],
+    fn: Callable[[T], Awaitable[R]],
+    items: Items[T],
+    *,
+    concurrency: int = 16,
+    rate: str | float | Rate | Sequence[str | float | Rate] | None = None,
+    retries: int = 3,
+    timeout: float | None = None,
+    key: Callable[[T], Any] | None = None,
+    per_key: int | None = None,
+    errors: Literal["raise"] = "raise",
+    ordered: bool = True,
+    backend: str | Backend = "auto",
+    progress: bool | Subscriber | None = None,
+    journal: str | os.PathLike[str] | Journal | None = None,
+    resume: bool = True,
+) -> list[R]: ...
+
+
+@overload
+async def amap(
+    fn: Callable[[T], Awaitable[R]],
+    items: Items[T],
+    *,
+    concurrency: int = 16,
+    rate: str | float | Rate | Sequence[str | float | Rate] | None = None,
+    retries: int = 3,
+    timeout: float | None = None,
+    key: Callable[[T], Any] | None = None,
+    per_key: int | None = None,
+    errors: Literal["return"],
+    ordered: bool = True,
+    backend: str | Backend = "auto",
+    progress: bool | Subscriber | None = None,
+    journal: str | os.PathLike[str] | Journal | None = None,
+    resume: bool = True,
+) -> list[R | Failure]: ...
+
+
+@overload
+async def amap(
+    fn: Callable[[T], R],
+    items: Items[T],
+    *,
+    concurrency: int = 16,
+    rate: str | float | Rate | Sequence[str | float | Rate] | None = None,
+    retries: int = 3,
+    timeout: float | None = None,
+    key: Callable[[T], Any] | None = None,
+    per_key: int | None = None,
+    errors: Literal["raise"] = "raise",
+    ordered: bool = True,
+    backend: str | Backend = "auto",
+    progress: bool | Subscriber | None = None,
+    journal: str | os.PathLike[str] | Journal | None = None,
+    resume: bool = True,
+) -> list[R]: ...
+
+
+@overload
+async def amap(
+    fn: Callable[[T], R],
+    items: Items[T],
+    *,
+    concurrency: int = 16,
+    rate: str | float | Rate | Sequence[str | float | Rate] | None = None,
+    retries: int = 3,
+    timeout: float | None = None,
+    key: Callable[[T], Any] | None = None,
+    per_key: int | None = None,
+    errors: Literal["return"],
+    ordered: bool = True,
+    backend: str | Backend = "auto",
+    progress: bool | Subscriber | None = None,
+    journal: str | os.PathLike[str] | Journal | None = None,
+    resume: bool = True,
+) -> list[R | Failure]: ...
+
+
+async def amap(
+    fn: Callable[[T], Any],
     items: Items[T],
     *,
     concurrency: int = 16,
@@ -585,7 +697,7 @@ async def amap(
     progress: bool | Subscriber | None = None,
     journal: str | os.PathLike[str] | Journal | None = None,
     resume: bool = True,
-) -> list[R | Failure]:
+) -> list[Any]:
     """``await``-able :func:`map`."""
     errors = _check_errors(errors)
     job = _job_for_map(
@@ -604,8 +716,88 @@ async def amap(
     return _map_result(run, errors, ordered)
 
 
+@overload
 def map(
-    fn: Callable[[T], R] | Callable[[T], Awaitable[R]],
+    fn: Callable[[T], Awaitable[R]],
+    items: Items[T],
+    *,
+    concurrency: int = 16,
+    rate: str | float | Rate | Sequence[str | float | Rate] | None = None,
+    retries: int = 3,
+    timeout: float | None = None,
+    key: Callable[[T], Any] | None = None,
+    per_key: int | None = None,
+    errors: Literal["raise"] = "raise",
+    ordered: bool = True,
+    backend: str | Backend = "auto",
+    progress: bool | Subscriber | None = None,
+    journal: str | os.PathLike[str] | Journal | None = None,
+    resume: bool = True,
+) -> list[R]: ...
+
+
+@overload
+def map(
+    fn: Callable[[T], Awaitable[R]],
+    items: Items[T],
+    *,
+    concurrency: int = 16,
+    rate: str | float | Rate | Sequence[str | float | Rate] | None = None,
+    retries: int = 3,
+    timeout: float | None = None,
+    key: Callable[[T], Any] | None = None,
+    per_key: int | None = None,
+    errors: Literal["return"],
+    ordered: bool = True,
+    backend: str | Backend = "auto",
+    progress: bool | Subscriber | None = None,
+    journal: str | os.PathLike[str] | Journal | None = None,
+    resume: bool = True,
+) -> list[R | Failure]: ...
+
+
+@overload
+def map(
+    fn: Callable[[T], R],
+    items: Items[T],
+    *,
+    concurrency: int = 16,
+    rate: str | float | Rate | Sequence[str | float | Rate] | None = None,
+    retries: int = 3,
+    timeout: float | None = None,
+    key: Callable[[T], Any] | None = None,
+    per_key: int | None = None,
+    errors: Literal["raise"] = "raise",
+    ordered: bool = True,
+    backend: str | Backend = "auto",
+    progress: bool | Subscriber | None = None,
+    journal: str | os.PathLike[str] | Journal | None = None,
+    resume: bool = True,
+) -> list[R]: ...
+
+
+@overload
+def map(
+    fn: Callable[[T], R],
+    items: Items[T],
+    *,
+    concurrency: int = 16,
+    rate: str | float | Rate | Sequence[str | float | Rate] | None = None,
+    retries: int = 3,
+    timeout: float | None = None,
+    key: Callable[[T], Any] | None = None,
+    per_key: int | None = None,
+    errors: Literal["return"],
+    ordered: bool = True,
+    backend: str | Backend = "auto",
+    progress: bool | Subscriber | None = None,
+    journal: str | os.PathLike[str] | Journal | None = None,
+    resume: bool = True,
+) -> list[R | Failure]: ...
+
+
+def map(
+    fn: Callable[[T], Any],
     items: Items[T],
     *,
     concurrency: int = 16,
@@ -620,7 +812,7 @@ def map(
     progress: bool | Subscriber | None = None,
     journal: str | os.PathLike[str] | Journal | None = None,
     resume: bool = True,
-) -> list[R | Failure]:
+) -> list[Any]:
     """Run ``fn`` over every item, many at once; return the results in input order.
 
     Args:

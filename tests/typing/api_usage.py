@@ -1,0 +1,50 @@
+"""Read by mypy (--strict) only, never run: the public API types user code precisely.
+
+``./scripts/test`` checks this file; a change that makes users' code fail to type-check, or
+lose its types, fails there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import assert_type
+
+import shoal
+from shoal.journal import Journal
+
+
+async def fetch(url: str) -> bytes:
+    await asyncio.sleep(0)
+    return url.encode()
+
+
+def parse(line: str) -> int:
+    return len(line)
+
+
+def check() -> None:
+    assert_type(shoal.map(fetch, ["a"]), list[bytes])
+    assert_type(shoal.map(parse, ["a"]), list[int])
+    assert_type(shoal.map(parse, ["a"], errors="return"), list[int | shoal.Failure])
+    assert_type(shoal.map(fetch, ["a"], rate="10/s", retries=2, journal="run.db"), list[bytes])
+
+    job = shoal.Job(fetch, limits=shoal.Limits(concurrency=4), retry=shoal.Retry(attempts=2))
+    assert_type(job, shoal.Job[str, bytes])
+    run = job.run(["x"], journal=Journal("run.db", commit_every=100))
+    assert_type(run, shoal.Run[bytes])
+    assert_type(run.values, list[bytes])
+    assert_type(run.outcomes[0], shoal.Outcome[bytes])
+    assert_type(run.failures, list[shoal.Failure])
+    assert_type(run.stats.resumed, int)
+
+    sync_job = shoal.Job(parse, combine=len)
+    assert_type(sync_job, shoal.Job[str, int])
+    assert_type(sync_job.retry_failed("run.db").values, list[int])
+
+
+async def check_async() -> None:
+    assert_type(await shoal.amap(fetch, ["a"]), list[bytes])
+    assert_type(await shoal.amap(parse, ["a"], errors="return"), list[int | shoal.Failure])
+    job = shoal.Job(fetch)
+    async for outcome in job.stream(["a"]):
+        assert_type(outcome, shoal.Outcome[bytes])
