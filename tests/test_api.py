@@ -17,6 +17,7 @@ PUBLIC = {
     "JobFailed",
     "Limits",
     "Outcome",
+    "Plan",
     "Rate",
     "Retry",
     "Run",
@@ -26,6 +27,7 @@ PUBLIC = {
     "__version__",
     "amap",
     "map",
+    "plan",
 }
 
 

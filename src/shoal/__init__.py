@@ -4,7 +4,9 @@ Layering (each module uses only those above it)::
 
     _exceptions, _clock, _events       records and protocols, no logic
     _limits, _retry, _outcome          pure policy and data: take `now` and `rng` as arguments
-    backends/                          where one attempt runs (event loop, threads)
+    backends/                          where one attempt runs: event loop, threads, processes,
+                                       Dask, Ray (the last two imported only when chosen)
+    _limited, _plan                    limited mode (work on lists); the resource check
     _run                               the scheduler: the only place that starts tasks or reads time
     _job                               the public entry points: Job, map, amap
     testing, events                    public helpers and records, re-exported thinly
@@ -14,6 +16,7 @@ from ._exceptions import JobFailed, ShoalError, Throttled
 from ._job import Job, amap, map
 from ._limits import Limits, Rate
 from ._outcome import ErrorInfo, Failure, Outcome, Run, RunStats
+from ._plan import Plan, plan
 from ._retry import Retry
 from ._version import __version__
 
@@ -24,6 +27,7 @@ __all__ = [
     "JobFailed",
     "Limits",
     "Outcome",
+    "Plan",
     "Rate",
     "Retry",
     "Run",
@@ -33,4 +37,5 @@ __all__ = [
     "__version__",
     "amap",
     "map",
+    "plan",
 ]

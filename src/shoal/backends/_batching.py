@@ -10,7 +10,11 @@ Batch sizes adapt. The remote side measures how long each item took, and a batch
 overhead, short enough that a batch-mate waits little), but never more than its fair share of what
 is waiting (so every worker gets some) and just one item until a first duration is known (so a
 slow first piece is not stuck behind others). An item's attempt time, and so its timeout, includes
-the time it waits behind its batch-mates; the target keeps that wait small.
+the time it waits behind its batch-mates; the target keeps that wait small. A Dask or Ray task
+cannot hand back the items queued in it, so once an item times out, items travel one by one for a
+while (``SOLO_AFTER_TIMEOUT``); and a task that fails as a whole (its worker lost more often than
+the engine retries) has its items sent again one by one, without using an attempt, so only the
+item to blame fails. (The process backend does better on both counts: see ``_process``.)
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from ._remote import Result
 H = TypeVar("H")
 
 DEFAULT_TARGET = 0.02
+# Seconds after a cancelled (timed-out) item during which a MicroBatcher ships items one by one.
+SOLO_AFTER_TIMEOUT = 5.0
 
 
 class BatchSizer:
@@ -108,6 +114,7 @@ class MicroBatcher(Generic[H]):
         self._in_flight: dict[asyncio.Task[None], tuple[H, list[_Entry]]] = {}
         self._kick_scheduled = False
         self._closed = False
+        self._solo_until = 0.0  # loop time: after a timeout, nothing is batched for a while
 
     def submit(self, item: Any) -> asyncio.Future[Any]:
         """The invoker: queue ``item``; its future resolves with its own result."""
@@ -134,7 +141,7 @@ class MicroBatcher(Generic[H]):
                 return
             free = self._slots - len(self._in_flight)
             size = self._sizer.size(len(pending), free)
-            if pending[0].solo:
+            if pending[0].solo or self._loop.time() < self._solo_until:
                 size = 1
             batch: list[_Entry] = []
             while pending and len(batch) < size and not (batch and pending[0].solo):
@@ -196,7 +203,9 @@ class MicroBatcher(Generic[H]):
         if not future.cancelled() or self._closed:
             return
         # A cancelled item (its attempt timed out): when every item of its batch is cancelled,
-        # stop the remote task too.
+        # stop the remote task too. A remote task cannot give back the items queued in it, so
+        # while timeouts happen, items travel alone (a slow item then holds up no batch-mate).
+        self._solo_until = self._loop.time() + SOLO_AFTER_TIMEOUT
         for handle, batch in self._in_flight.values():
             if entry in batch:
                 if all(e.future.cancelled() for e in batch):

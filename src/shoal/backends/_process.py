@@ -14,7 +14,11 @@ call. Here each worker is its own process with its own two pipes, so:
   not the timed-out one but a batch-mate ahead of it, that batch-mate starts over from scratch.
 
 Small items travel in batches (see ``_batching``): a worker gets several items in one message
-and reports each one as it finishes, so the pipe round trip is paid per batch.
+and reports each one as it finishes, so the pipe round trip is paid per batch. When an item runs
+far longer than items have so far (it stalls), the items queued behind it in its worker's batch
+are taken back (a "steal", answered exactly by the worker, see ``_process_worker``) and run by
+other workers, so a slow item does not hold up its batch-mates, nor eat into their timeouts. An
+item cancelled while still queued in a batch is taken back the same way, without killing anyone.
 
 Workers start with the ``spawn`` method (no fork of a process that may have threads), so the work
 function, items and results must pickle, and a script that uses this backend needs the usual
@@ -44,6 +48,10 @@ from ._process_worker import HEADER
 
 _READ_CHUNK = 1 << 20
 _MAX_START_FAILURES = 3
+# An item stalls when it runs this many times longer than items have on average, and at least
+# STALL_MIN seconds: then the items queued behind it in its batch are taken back.
+STALL_FACTOR = 10.0
+STALL_MIN = 0.05
 
 
 class WorkerCrashed(ShoalError):
@@ -104,6 +112,7 @@ class _Worker:
         "dead",
         "inbox",
         "killed",
+        "last_progress",
         "outbox",
         "outbuf",
         "pid",
@@ -112,6 +121,8 @@ class _Worker:
         "ready",
         "received",
         "rfd",
+        "seq",
+        "stealing",
         "wfd",
     )
 
@@ -130,6 +141,13 @@ class _Worker:
         self.ready = False
         self.killed = False
         self.dead = False
+        self.seq = 0  # the number of the batch in progress
+        self.stealing = False  # a steal was asked for and not answered yet
+        self.last_progress = 0.0  # loop time of the batch's start or its latest result
+
+    @property
+    def busy(self) -> bool:
+        return self.batch is not None
 
 
 class ProcessBackend:
@@ -226,6 +244,7 @@ class _Pool:
         self._closed = False
         self._fatal: BaseException | None = None
         self._start_failures = 0
+        self._watchdog: asyncio.TimerHandle | None = None
         for _ in range(size):
             self._spawn()
 
@@ -261,13 +280,78 @@ class _Pool:
         if entry not in worker.batch[worker.received :]:
             return  # its result is in: nothing runs for it any more
         self._drain(worker)  # its result may be waiting in the pipe
-        if worker.batch is None or entry not in worker.batch[worker.received :]:
+        batch = worker.batch
+        if batch is None or worker.dead or entry not in batch[worker.received :]:
             return
-        # Cancelled while it runs or waits inside its worker's batch (a timeout): stop it for
-        # real. The worker is killed; its other unfinished items are resubmitted on its death.
+        if batch[worker.received] is entry:
+            # Cancelled while it runs (a timeout): stop it for real. The worker is killed; its
+            # other unfinished items go back to the queue when its death is seen.
+            self._kill(worker)
+        elif not worker.stealing:
+            # Still queued behind another item of the batch: take the queue back. If the worker
+            # turns out to have started it meanwhile, the answer to the steal kills it then.
+            self._steal(worker)
+
+    def _kill(self, worker: _Worker) -> None:
         worker.killed = True
         with contextlib.suppress(ProcessLookupError):
             os.kill(worker.pid, signal.SIGKILL)  # type: ignore[arg-type]
+
+    def _steal(self, worker: _Worker) -> None:
+        """Ask ``worker`` not to start the items behind the one it is running."""
+        payload = pickle.dumps(("steal", worker.seq, worker.received + 1), pickle.HIGHEST_PROTOCOL)
+        worker.stealing = True
+        worker.outbuf += HEADER.pack(len(payload))
+        worker.outbuf += payload
+        self._flush(worker)
+
+    def _on_steal_answer(self, worker: _Worker, keep: int) -> None:
+        worker.stealing = False
+        batch = worker.batch
+        if batch is None:
+            return
+        kept, taken = batch[:keep], batch[keep:]
+        worker.batch = kept
+        for entry in reversed(taken):
+            entry.worker = None
+            if not entry.future.done():
+                self._pending.appendleft(entry)
+        if any(e.future.cancelled() for e in kept[worker.received :]):
+            self._kill(worker)  # a cancelled item had started after all
+            return
+        if worker.received >= len(kept):
+            self._batch_done(worker)
+        if self._pending:
+            self._kick()
+
+    def _check_stalls(self) -> None:
+        """The watchdog: take back the items queued behind an item that stalls."""
+        self._watchdog = None
+        if self._closed:
+            return
+        now = self._loop.time()
+        per_item = self._sizer.per_item or 0.0
+        stall = max(STALL_MIN, STALL_FACTOR * per_item)
+        waiting = False
+        for worker in self._workers:
+            batch = worker.batch
+            if batch is None or worker.dead or worker.killed or worker.stealing:
+                continue
+            if not worker.ready:
+                waiting = True
+                continue
+            if worker.received + 1 >= len(batch):
+                continue  # nothing queued behind the running item
+            if now - worker.last_progress > stall:
+                self._steal(worker)
+            else:
+                waiting = True
+        if waiting:
+            self._arm_watchdog()
+
+    def _arm_watchdog(self) -> None:
+        if self._watchdog is None and not self._closed:
+            self._watchdog = self._loop.call_later(STALL_MIN, self._check_stalls)
 
     # ------------------------------------------------------------------ dispatch
 
@@ -283,7 +367,7 @@ class _Pool:
         live = [w for w in self._workers if not w.dead]
         for _ in range(self._size - len(live)):
             self._spawn()
-        idle = [w for w in self._workers if not w.dead and not w.killed and w.batch is None]
+        idle = [w for w in self._workers if not (w.dead or w.killed or w.busy or w.stealing)]
         for n, worker in enumerate(idle):
             size = self._sizer.size(len(pending), len(idle) - n)
             batch: list[_Entry] = []
@@ -299,8 +383,9 @@ class _Pool:
 
     def _send(self, worker: _Worker, batch: list[_Entry]) -> None:
         items = [e.item for e in batch]
+        worker.seq += 1
         try:
-            payload = pickle.dumps(items, pickle.HIGHEST_PROTOCOL)
+            payload = pickle.dumps(("batch", worker.seq, items), pickle.HIGHEST_PROTOCOL)
         except Exception:
             # Find the items that do not pickle; each fails on its own, the rest go.
             good: list[_Entry] = []
@@ -318,12 +403,17 @@ class _Pool:
             if not good:
                 return
             batch = good
-            payload = pickle.dumps([e.item for e in batch], pickle.HIGHEST_PROTOCOL)
+            payload = pickle.dumps(
+                ("batch", worker.seq, [e.item for e in batch]), pickle.HIGHEST_PROTOCOL
+            )
         for entry in batch:
             entry.worker = worker
         worker.batch = batch
         worker.received = 0
         worker.batch_seconds = 0.0
+        worker.last_progress = self._loop.time()
+        if len(batch) > 1:
+            self._arm_watchdog()
         worker.outbuf += HEADER.pack(len(payload))
         worker.outbuf += payload
         self._flush(worker)
@@ -396,6 +486,7 @@ class _Pool:
         if not worker.ready:
             if ok:
                 worker.ready = True
+                worker.last_progress = self._loop.time()  # a slow start is no stall
                 self._start_failures = 0
             else:
                 self._fail_all(
@@ -406,23 +497,31 @@ class _Pool:
                     )
                 )
             return
+        if ok is None:
+            self._on_steal_answer(worker, value)
+            return
         batch = worker.batch
         if batch is None or worker.received >= len(batch):
             return  # cannot happen with a well-behaved worker; ignore rather than crash the run
         entry = batch[worker.received]
         worker.received += 1
         worker.batch_seconds += seconds
+        worker.last_progress = self._loop.time()
         future = entry.future
         if not future.done():
             if ok:
                 future.set_result(value)
             else:
                 future.set_exception(value)
-        if worker.received == len(batch):
-            self._sizer.observe(worker.batch_seconds, len(batch))
-            worker.batch = None
+        if worker.received == len(batch) and not worker.stealing:
+            self._batch_done(worker)
             if self._pending:
                 self._dispatch()
+
+    def _batch_done(self, worker: _Worker) -> None:
+        if worker.batch:
+            self._sizer.observe(worker.batch_seconds, len(worker.batch))
+        worker.batch = None
 
     def _on_death(self, worker: _Worker) -> None:
         if worker.dead:
@@ -465,6 +564,7 @@ class _Pool:
             entry.worker = None
             self._pending.appendleft(entry)
         worker.batch = None
+        worker.stealing = False
         self._kick()
 
     def _forget(self, worker: _Worker) -> None:
@@ -511,6 +611,9 @@ class _Pool:
         """Stop every worker: idle ones leave at the end of their input, busy ones are killed."""
         self._closed = True
         loop = self._loop
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         while self._pending:
             self._pending.popleft().future.cancel()
         workers = list(self._workers)

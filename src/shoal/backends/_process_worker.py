@@ -2,12 +2,21 @@
 
 Protocol, over two pipes (frames are an 8-byte little-endian length, then a pickle):
 
-- parent -> worker: a batch, ``list[item]``.
+- parent -> worker: ``("batch", seq, [item, ...])``, sent only to an idle worker; or
+  ``("steal", seq, k)``: "do not start the items of batch ``seq`` from position ``k`` on, I will
+  run them elsewhere" (``seq`` numbers the batches, so a steal can never hit another batch, even
+  one that arrives while the main thread is still leaving the previous one).
 - worker -> parent: first one start-up frame, ``(True, None, 0.0)`` once the work function is
   loaded or ``(False, error, 0.0)`` if it cannot be; then one ``(ok, value_or_error, seconds)``
-  frame per item, **written before the next item starts**. So when a worker dies, every item it
-  finished has already been reported, and the first unreported item of its batch is exactly the
-  one it was running: that one alone is blamed, and the rest of the batch never started.
+  frame per item, **written before the next item starts**, and ``(None, n, 0.0)`` to answer a
+  steal: only the first ``n`` items of the batch run here.
+
+Because every finished item is reported before the next one starts, when a worker dies the first
+unreported item of its batch is exactly the one it was running: that one alone is blamed, and the
+rest never started. A steal is answered by a reader thread under the same lock the main thread
+takes before it starts an item, so the answer is exact even while the main thread is busy with a
+long item (the parent steals the items queued behind an item that stalls, so they do not wait for
+it).
 
 The worker leaves at the end of its input (the parent closed the pipe or died). It ignores SIGINT:
 Ctrl+C in a terminal reaches the whole process group, and the parent decides what happens.
@@ -17,8 +26,10 @@ from __future__ import annotations
 
 import os
 import pickle
+import queue
 import signal
 import struct
+import threading
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -55,6 +66,57 @@ def _dumps(result: tuple[bool, Any, float], where: str) -> bytes:
         return pickle.dumps((False, portable_error(exc, where), result[2]), pickle.HIGHEST_PROTOCOL)
 
 
+class _State:
+    """The batch the main thread took last, shared with the reader thread (under ``lock``)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.seq = -1  # the batch the main thread took last
+        self.stop_at = 0  # its items from this position on are not to be started
+        self.started = 0  # its items started so far
+        self.early: dict[int, int] = {}  # steals for batches received but not taken yet
+
+    def steal(self, seq: int, k: int) -> int:
+        """Apply a steal; return how many of batch ``seq``'s items run here."""
+        if seq == self.seq:
+            self.stop_at = min(self.stop_at, max(k, self.started))
+            return self.stop_at
+        # Not taken yet (it waits in the queue): none of its items has started.
+        self.early[seq] = min(self.early.get(seq, k), k)
+        return self.early[seq]
+
+    def take(self, seq: int, size: int) -> None:
+        """The main thread starts batch ``seq`` of ``size`` items."""
+        self.seq = seq
+        self.stop_at = min(size, self.early.pop(seq, size))
+        self.started = 0
+
+
+def _read_inbox(
+    rfd: int, wfd: int, write_lock: threading.Lock, state: _State, batches: Any
+) -> None:
+    """The reader thread: batches go to the main thread; steals are answered at once."""
+    try:
+        while True:
+            header = read_exact(rfd, HEADER.size)
+            if header is None:
+                return
+            payload = read_exact(rfd, HEADER.unpack(header)[0])
+            if payload is None:
+                return
+            kind, seq, body = pickle.loads(payload)  # noqa: S301 - from our own parent
+            if kind == "batch":
+                batches.put((seq, body))
+            else:  # "steal"
+                with state.lock:
+                    keep = state.steal(seq, body)
+                    answer = pickle.dumps((None, keep, 0.0), pickle.HIGHEST_PROTOCOL)
+                    with write_lock:
+                        write_frame(wfd, answer)
+    finally:
+        batches.put(None)  # the end of input: the main thread returns
+
+
 def main(inbox: Connection, outbox: Connection, work_bytes: bytes) -> None:
     """Run batches from ``inbox`` until it ends, reporting each item to ``outbox``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -68,16 +130,29 @@ def main(inbox: Connection, outbox: Connection, work_bytes: bytes) -> None:
         return
     write_frame(wfd, _dumps((True, None, 0.0), where))
     runner = Runner(work, where)
+    state = _State()
+    write_lock = threading.Lock()
+    batches: queue.SimpleQueue[tuple[int, list[Any]] | None] = queue.SimpleQueue()
+    reader = threading.Thread(
+        target=_read_inbox, args=(rfd, wfd, write_lock, state, batches), daemon=True
+    )
+    reader.start()
+    lock = state.lock
     try:
         while True:
-            header = read_exact(rfd, HEADER.size)
-            if header is None:
+            batch = batches.get()
+            if batch is None:
                 return
-            payload = read_exact(rfd, HEADER.unpack(header)[0])
-            if payload is None:
-                return
-            items: list[Any] = pickle.loads(payload)  # noqa: S301 - from our own parent
-            for item in items:
-                write_frame(wfd, _dumps(runner.run(item), where))
+            seq, items = batch
+            with lock:
+                state.take(seq, len(items))
+            for position, item in enumerate(items):
+                with lock:
+                    if position >= state.stop_at:
+                        break
+                    state.started = position + 1
+                frame = _dumps(runner.run(item), where)
+                with write_lock:
+                    write_frame(wfd, frame)
     finally:
         runner.close()
