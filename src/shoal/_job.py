@@ -124,6 +124,42 @@ class Job(Generic[T, R]):
     @overload
     def __init__(
         self,
+        work: Callable[[list[T]], Awaitable[Sequence[R]]],
+        *,
+        batch_size: int,
+        key: Callable[[T], Any] | None = None,
+        limits: Limits | None = None,
+        retry: Retry | None = None,
+        combine: Callable[[list[R]], Any] | None = None,
+        backend: str | Backend = "auto",
+        name: str | None = None,
+        timeout: float | None = None,
+        id: Callable[[T], Any] | None = None,
+        codec: Codec | None = None,
+        cpu_bound: bool = False,
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self,
+        work: Callable[[list[T]], Sequence[R]],
+        *,
+        batch_size: int,
+        key: Callable[[T], Any] | None = None,
+        limits: Limits | None = None,
+        retry: Retry | None = None,
+        combine: Callable[[list[R]], Any] | None = None,
+        backend: str | Backend = "auto",
+        name: str | None = None,
+        timeout: float | None = None,
+        id: Callable[[T], Any] | None = None,
+        codec: Codec | None = None,
+        cpu_bound: bool = False,
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self,
         work: Callable[[T], Awaitable[R]],
         *,
         key: Callable[[T], Any] | None = None,
@@ -135,6 +171,7 @@ class Job(Generic[T, R]):
         timeout: float | None = None,
         id: Callable[[T], Any] | None = None,
         codec: Codec | None = None,
+        cpu_bound: bool = False,
     ) -> None: ...
 
     @overload
@@ -151,11 +188,17 @@ class Job(Generic[T, R]):
         timeout: float | None = None,
         id: Callable[[T], Any] | None = None,
         codec: Codec | None = None,
+        cpu_bound: bool = False,
     ) -> None: ...
 
     def __init__(
         self,
-        work: Callable[[T], R] | Callable[[T], Awaitable[R]],
+        work: (
+            Callable[[T], R]
+            | Callable[[T], Awaitable[R]]
+            | Callable[[list[T]], Sequence[R]]
+            | Callable[[list[T]], Awaitable[Sequence[R]]]
+        ),
         *,
         key: Callable[[T], Any] | None = None,
         limits: Limits | None = None,

@@ -22,6 +22,10 @@ def parse(line: str) -> int:
     return len(line)
 
 
+def bulk_insert(rows: list[str]) -> list[int]:
+    return [len(row) for row in rows]
+
+
 def check() -> None:
     assert_type(shoal.map(fetch, ["a"]), list[bytes])
     assert_type(shoal.map(parse, ["a"]), list[int])
@@ -36,6 +40,13 @@ def check() -> None:
     assert_type(run.outcomes[0], shoal.Outcome[bytes])
     assert_type(run.failures, list[shoal.Failure])
     assert_type(run.stats.resumed, int)
+
+    cpu_job = shoal.Job(parse, cpu_bound=True, backend="process")
+    assert_type(cpu_job, shoal.Job[str, int])
+    bulk_job = shoal.Job(bulk_insert, batch_size=100)  # limited mode: lists in, one result each
+    assert_type(bulk_job, shoal.Job[str, int])
+    assert_type(bulk_job.run(["a", "b"]).values, list[int])
+    assert_type(shoal.plan(job, ["a"]).eta, tuple[float, float] | None)
 
     sync_job = shoal.Job(parse, combine=len)
     assert_type(sync_job, shoal.Job[str, int])
