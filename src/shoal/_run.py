@@ -170,6 +170,7 @@ class Scheduler:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._t0 = 0.0  # clock.now() at start
         self._wall0 = 0.0  # clock.wall() at start
+        self._offset = 0.0
 
         self._next_index = 0
         self._exhausted = False
@@ -216,6 +217,7 @@ class Scheduler:
         clock = self._clock
         self._t0 = clock.now()
         self._wall0 = clock.wall()
+        self._offset = self._wall0 - self._t0  # clock reading + offset = seconds since the epoch
         try:
             journal = self._journal
             lookups = False
@@ -840,9 +842,10 @@ class Scheduler:
         )
 
     def _record_settled(
-        self, piece: _Piece, now: float, first: float, result: Any, error: ErrorInfo | None
+        self, piece: _Piece, first: float, end: float, result: Any, error: ErrorInfo | None
     ) -> None:
-        """Journal how ``piece`` ended: done with its encoded result, or failed with its error."""
+        """Journal how ``piece`` ended (``first``, ``end``: seconds since the epoch): done with
+        its encoded result, or failed with its error."""
         assert self._journal is not None
         self._journal.settled(
             (
@@ -854,8 +857,8 @@ class Scheduler:
                 "done" if error is None else "failed",
                 piece.attempts,
                 piece.throttles,
-                self._wall(first),
-                self._wall(now),
+                first,
+                end,
                 result,
                 None if error is None else error.type,
                 None if error is None else error.message,
@@ -865,11 +868,12 @@ class Scheduler:
 
     def _wall(self, t: float) -> float:
         """A clock reading as seconds since the epoch."""
-        return self._wall0 + (t - self._t0)
+        return t + self._offset
 
     def _on_success(self, piece: _Piece, value: Any) -> None:
         now = self._clock.now()
         journal = self._journal
+        encoded: Any = None
         if journal is not None and piece.id:
             try:
                 encoded = self._codec.encode(value)
@@ -889,7 +893,11 @@ class Scheduler:
                 # A piece done at its first try is its own record (its row's start and end);
                 # the attempts table holds the history of the pieces that needed more.
                 self._record_attempt(piece, now, "ok", None)
-            self._record_settled(piece, now, piece.first_start, encoded, None)
+        offset = self._offset
+        first = piece.first_start + offset
+        end = now + offset
+        if journal is not None and piece.id:
+            self._record_settled(piece, first, end, encoded, None)
         self._release(piece, now)
         self.succeeded += 1
         if self._subs:
@@ -910,8 +918,8 @@ class Scheduler:
                 value,
                 None,
                 piece.attempts,
-                self._wall(piece.first_start),
-                self._wall(now),
+                first,
+                end,
                 piece.key,
                 piece.throttles,
                 piece.id,
@@ -1017,11 +1025,12 @@ class Scheduler:
                     error.message,
                 )
             )
-        first = piece.first_start if piece.first_start >= 0 else now
+        first = self._wall(piece.first_start if piece.first_start >= 0 else now)
+        end = self._wall(now)
         if self._journal is not None and piece.id:
             if not before_start:
                 self._record_attempt(piece, now, "error", exc)
-            self._record_settled(piece, now, first, None, error)
+            self._record_settled(piece, first, end, None, error)
         self._settle(
             Outcome(
                 piece.index,
@@ -1030,8 +1039,8 @@ class Scheduler:
                 None,
                 error,
                 piece.attempts,
-                self._wall(first),
-                self._wall(now),
+                first,
+                end,
                 piece.key,
                 piece.throttles,
                 piece.id,
