@@ -11,6 +11,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import shoal
 from shoal.journal import (
@@ -29,6 +32,7 @@ from shoal.journal import (
     content_id,
     read_status,
 )
+from shoal.testing import FakeClock
 
 CHILD = Path(__file__).with_name("journal_child.py")
 
@@ -592,3 +596,59 @@ def test_a_second_live_run_on_the_same_journal_is_refused(tmp_path: Path) -> Non
     finally:
         proc.kill()
         proc.communicate(timeout=30)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    n=st.integers(1, 40),
+    stop_at=st.integers(0, 45),
+    concurrency=st.integers(1, 6),
+    seed=st.integers(0, 10_000),
+)
+def test_property_interrupted_then_resumed_equals_a_clean_run(
+    n: int, stop_at: int, concurrency: int, seed: int
+) -> None:
+    """Property: stopped at any point, then resumed, a run ends exactly as a clean run does,
+    and nothing that settled before the stop runs again."""
+    durations = random.Random(seed).choices([0.0, 0.1, 0.5, 1.0], k=n)
+    stopping = {"armed": False}
+    runs: Counter[int] = Counter()
+
+    async def work(i: int) -> int:
+        runs[i] += 1
+        await asyncio.sleep(durations[i])
+        if i == stop_at and stopping["armed"]:
+            stopping["armed"] = False
+            raise KeyboardInterrupt  # the process is told to stop mid-run
+        if i % 5 == 4:
+            raise ValueError(f"bad {i}")
+        return i * i
+
+    job = shoal.Job(
+        work, limits=shoal.Limits(concurrency=concurrency), retry=shoal.Retry(attempts=1)
+    )
+    clean = shoal.Job(work, retry=shoal.Retry(attempts=1)).run(
+        range(n), clock=FakeClock(), rng=random.Random(seed)
+    )
+    runs.clear()
+    stopping["armed"] = True
+    with tempfile.TemporaryDirectory() as folder:
+        db = Path(folder) / "run.db"
+        settled_first: set[int] = set()
+        try:
+            first = job.run(range(n), journal=db, clock=FakeClock(), rng=random.Random(seed))
+        except KeyboardInterrupt:
+            settled = rows(db, "SELECT idx FROM pieces WHERE state IN ('done', 'failed')")
+            settled_first = {i for (i,) in settled}
+        else:
+            assert stop_at >= n  # it never reached the stopping item
+            settled_first = {o.index for o in first.outcomes}
+        before = Counter(runs)
+        resumed = job.run(range(n), journal=db, clock=FakeClock(), rng=random.Random(seed))
+    assert [(o.ok, o.value) for o in resumed.outcomes] == [(o.ok, o.value) for o in clean.outcomes]
+    assert [o.error.message if o.error else None for o in resumed.outcomes] == [
+        o.error.message if o.error else None for o in clean.outcomes
+    ]
+    rerun = {i for i in settled_first if runs[i] > before[i]}
+    assert rerun == set()
+    assert resumed.stats.resumed == len(settled_first)
