@@ -25,6 +25,7 @@ from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 
+import bench_backends
 import bench_efficiency
 import bench_journal
 import bench_memory
@@ -51,6 +52,7 @@ WORKLOADS = {
         Workload(bench_rate.NAME, bench_rate.DEFAULT_REPEAT, bench_rate.run),
         Workload(bench_memory.NAME, bench_memory.DEFAULT_REPEAT, bench_memory.run),
         Workload(bench_journal.NAME, bench_journal.DEFAULT_REPEAT, bench_journal.run),
+        *(Workload(name, repeat, run) for name, repeat, run in bench_backends.WORKLOADS),
     )
 }
 
@@ -120,6 +122,9 @@ def machine_facts() -> list[tuple[str, str]]:
         ("shoal", f"{version('shoal')} (commit {git_commit()})"),
         ("aiometer", version("aiometer")),
         ("aiolimiter", version("aiolimiter")),
+        ("mpire", version("mpire")),
+        ("dask", version("dask")),
+        ("ray", version("ray")),
     ]
 
 

@@ -254,16 +254,24 @@ class _Pool:
 
     # ------------------------------------------------------------------ the invoker
 
-    def submit(self, item: Any) -> asyncio.Future[Any]:
-        future: asyncio.Future[Any] = self._loop.create_future()
+    async def submit(self, item: Any) -> Any:
         if self._fatal is not None or self._closed:
-            future.set_exception(self._fatal or RuntimeError("the process backend is closed"))
-            return future
+            raise self._fatal or RuntimeError("the process backend is closed")
+        future: asyncio.Future[Any] = self._loop.create_future()
         entry = _Entry(item, future)
-        future.add_done_callback(lambda f: self._on_item_done(entry, f))
         self._pending.append(entry)
-        self._kick()
-        return future
+        if not self._kick_scheduled:
+            # Let the rest of this loop turn add its items: they leave in one batch.
+            self._kick_scheduled = True
+            self._loop.call_soon(self._dispatch)
+        try:
+            return await future
+        except asyncio.CancelledError:
+            # Awaiting here (not a done-callback per future) sees a cancellation at no cost per
+            # item: the attempt timed out, or the run stops.
+            future.cancel()
+            self._on_item_done(entry, future)
+            raise
 
     def _kick(self) -> None:
         if not self._kick_scheduled:
@@ -369,7 +377,9 @@ class _Pool:
             self._spawn()
         idle = [w for w in self._workers if not (w.dead or w.killed or w.busy or w.stealing)]
         for n, worker in enumerate(idle):
-            size = self._sizer.size(len(pending), len(idle) - n)
+            # At most a share of what waits, so that some is left for the worker that frees up
+            # next: it starts again while we still read this batch's results.
+            size = self._sizer.size(len(pending), max(len(idle) - n, 2 * self._size))
             batch: list[_Entry] = []
             while pending and len(batch) < size:
                 entry = pending.popleft()
@@ -410,7 +420,7 @@ class _Pool:
             entry.worker = worker
         worker.batch = batch
         worker.received = 0
-        worker.batch_seconds = 0.0
+        worker.batch_seconds = self._loop.time()  # when it started; its wall time when done
         worker.last_progress = self._loop.time()
         if len(batch) > 1:
             self._arm_watchdog()
@@ -476,17 +486,18 @@ class _Pool:
 
     def _on_frame(self, worker: _Worker, frame: bytes) -> None:
         try:
-            ok, value, seconds = pickle.loads(frame)  # noqa: S301 - from our own worker
+            ok, value, _seconds = pickle.loads(frame)  # noqa: S301 - from our own worker
         except Exception as exc:
             error = ShoalError(
                 f"a result from a worker process could not be unpickled ({type(exc).__name__}: "
                 f"{exc})"
             )
-            ok, value, seconds = False, error, 0.0
+            ok, value, _seconds = False, error, 0.0
         if not worker.ready:
             if ok:
                 worker.ready = True
                 worker.last_progress = self._loop.time()  # a slow start is no stall
+                worker.batch_seconds = worker.last_progress  # nor a slow batch
                 self._start_failures = 0
             else:
                 self._fail_all(
@@ -505,7 +516,6 @@ class _Pool:
             return  # cannot happen with a well-behaved worker; ignore rather than crash the run
         entry = batch[worker.received]
         worker.received += 1
-        worker.batch_seconds += seconds
         worker.last_progress = self._loop.time()
         future = entry.future
         if not future.done():
@@ -520,7 +530,8 @@ class _Pool:
 
     def _batch_done(self, worker: _Worker) -> None:
         if worker.batch:
-            self._sizer.observe(worker.batch_seconds, len(worker.batch))
+            # The batch's wall time, pipe and pickling included: that is what a batch costs.
+            self._sizer.observe(self._loop.time() - worker.batch_seconds, len(worker.batch))
         worker.batch = None
 
     def _on_death(self, worker: _Worker) -> None:
