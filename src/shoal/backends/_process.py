@@ -20,8 +20,11 @@ are taken back (a "steal", answered exactly by the worker, see ``_process_worker
 other workers, so a slow item does not hold up its batch-mates, nor eat into their timeouts. An
 item cancelled while still queued in a batch is taken back the same way, without killing anyone.
 
-Workers start with the ``spawn`` method (no fork of a process that may have threads), so the work
-function, items and results must pickle, and a script that uses this backend needs the usual
+Workers never start by ``fork`` (unsafe in a process that runs threads): by default with
+``forkserver`` where the platform has it (a server process, started once, imports shoal and the
+main module, and forks each worker from there: a worker is ready in milliseconds, where a fresh
+interpreter takes 100-250 ms), else with ``spawn``. Either way the work function, items and
+results must pickle, and a script that uses this backend needs the usual
 ``if __name__ == "__main__":`` guard. The work function is checked up front.
 """
 
@@ -159,7 +162,8 @@ class ProcessBackend:
         max_batch: The most items sent to a worker at once (``None``: chosen from measured
             durations, about 20 ms of work per batch).
         batch_seconds: Seconds of work a batch aims for.
-        start_method: The ``multiprocessing`` start method (``"spawn"`` or ``"forkserver"``).
+        start_method: The ``multiprocessing`` start method, ``"forkserver"`` or ``"spawn"``
+            (default: ``"forkserver"`` where the platform has it).
 
     Raises:
         TypeError: at the start of a run, when the work function cannot be pickled.
@@ -173,10 +177,12 @@ class ProcessBackend:
         *,
         max_batch: int | None = None,
         batch_seconds: float = DEFAULT_TARGET,
-        start_method: str = "spawn",
+        start_method: str | None = None,
     ) -> None:
         if workers is not None and (isinstance(workers, bool) or workers < 1):
             raise ValueError(f"workers={workers!r}: must be a whole number >= 1, or None")
+        if start_method is None:
+            start_method = default_start_method()
         if start_method not in ("spawn", "forkserver"):
             raise ValueError(
                 f"start_method={start_method!r}: use 'spawn' or 'forkserver' (fork is unsafe "
@@ -198,7 +204,7 @@ class ProcessBackend:
             work_bytes,
             workers,
             BatchSizer(self.batch_seconds, self.max_batch),
-            multiprocessing.get_context(self.start_method),
+            _context(self.start_method),
         )
         return self._pool.submit
 
@@ -214,6 +220,25 @@ class ProcessBackend:
 
     def __repr__(self) -> str:
         return f"ProcessBackend(workers={self.workers}, max_batch={self.max_batch})"
+
+
+def default_start_method() -> str:
+    """``"forkserver"`` where the platform has it, else ``"spawn"``."""
+    return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+
+
+_preloaded = False
+
+
+def _context(method: str) -> Any:
+    """The multiprocessing context; a fork server preloads shoal's worker module (once)."""
+    global _preloaded  # noqa: PLW0603 - one fork server per process, configured once
+    context = multiprocessing.get_context(method)
+    if method == "forkserver" and not _preloaded:
+        _preloaded = True
+        # "__main__" is the fork server's own default: keep it, and add shoal's worker.
+        context.set_forkserver_preload(["__main__", _process_worker.__name__])
+    return context
 
 
 def usable_cpus() -> int:
