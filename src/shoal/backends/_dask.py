@@ -40,8 +40,10 @@ class DaskBackend:
     """Runs attempts on a Dask cluster, several small items per Dask task.
 
     Args:
-        address: A running scheduler's address (``"tcp://127.0.0.1:8786"``) or a
-            ``distributed.Client``; ``None`` starts a ``LocalCluster`` for the run.
+        address: A running scheduler's address (``"tcp://127.0.0.1:8786"``), or a
+            ``distributed.Client`` connected to one (the run connects a client of its own to the
+            same scheduler, on its own event loop); ``None`` starts a ``LocalCluster`` for the
+            run, stopped at its end.
         workers: Worker processes of the local cluster (default: the usable CPUs).
         max_batch: The most items in one Dask task (``None``: about 50 ms of work each).
         batch_seconds: Seconds of work a batch aims for.
@@ -70,7 +72,6 @@ class DaskBackend:
         self.batch_seconds = batch_seconds
         self._cluster: Any = None
         self._client: Any = None
-        self._own_client = False
         self._batcher: MicroBatcher[Any] | None = None
         self._cancels: set[asyncio.Task[Any]] = set()
 
@@ -81,25 +82,24 @@ class DaskBackend:
         dumps = importlib.import_module("distributed.protocol.pickle").dumps
 
         check_picklable(work, "dask", dumps)
-        client = self.address if isinstance(self.address, distributed.Client) else None
-        if client is None:
-            if self.address is None:
-                # Tiny tasks: don't hold tasks back on the scheduler (0.4 ms instead of 1.6 ms
-                # per task on a 2-core machine); batches make that matter less, not nothing.
-                with dask.config.set({"distributed.scheduler.worker-saturation": float("inf")}):
-                    self._cluster = await distributed.LocalCluster(
-                        n_workers=self.workers or usable_cpus(),
-                        threads_per_worker=1,
-                        processes=True,
-                        host="127.0.0.1",
-                        dashboard_address=None,
-                        asynchronous=True,
-                    )
-                target: Any = self._cluster
-            else:
-                target = self.address
-            client = await distributed.Client(target, asynchronous=True)
-            self._own_client = True
+        address = self.address
+        if isinstance(address, distributed.Client):
+            # The run needs a client on its own event loop: connect one to the same scheduler.
+            address = address.scheduler.address
+        if address is None:
+            # Tiny tasks: don't hold tasks back on the scheduler (0.4 ms instead of 1.6 ms per
+            # task on a 2-core machine); batches make that matter less, not nothing.
+            with dask.config.set({"distributed.scheduler.worker-saturation": float("inf")}):
+                self._cluster = await distributed.LocalCluster(
+                    n_workers=self.workers or usable_cpus(),
+                    threads_per_worker=1,
+                    processes=True,
+                    host="127.0.0.1",
+                    dashboard_address=None,
+                    asynchronous=True,
+                )
+            address = self._cluster
+        client = await distributed.Client(address, asynchronous=True)
         self._client = client
         threads = sum((await _worker_threads(client)).values()) or 1
 
@@ -127,7 +127,7 @@ class DaskBackend:
         if self._cancels:
             await asyncio.gather(*self._cancels, return_exceptions=True)
         client, self._client = self._client, None
-        if client is not None and self._own_client:
+        if client is not None:
             await client.close()
         cluster, self._cluster = self._cluster, None
         if cluster is not None:
