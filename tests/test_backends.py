@@ -272,3 +272,27 @@ def test_worker_lost_mid_run_costs_only_a_retry(remote: Kind, tmp_path: Path) ->
     assert run.values == list(range(8))
     assert (tmp_path / "crashed").stat().st_size >= 1
     assert all(o.attempts <= 2 for o in run.outcomes)
+
+
+# ---------------------------------------------------------------------------------- options
+
+
+@pytest.mark.skipif(not HAVE_DASK, reason="no shoal[dask] extra")
+@pytest.mark.timeout(120)
+def test_dask_default_starts_and_stops_a_local_cluster() -> None:
+    """backend='dask' starts a LocalCluster for the run and stops it at the end."""
+    import multiprocessing
+
+    assert shoal.map(w.square, range(30), backend="dask") == [x * x for x in range(30)]
+    assert multiprocessing.active_children() == []
+
+
+@pytest.mark.skipif(not HAVE_DASK, reason="no shoal[dask] extra")
+def test_dask_accepts_a_client(dask_address: str) -> None:
+    """A distributed.Client given as address= is used through its scheduler, and left open."""
+    import distributed
+
+    with distributed.Client(dask_address) as client:
+        values = shoal.map(w.square, range(10), backend=DaskBackend(address=client))
+        assert values == [x * x for x in range(10)]
+        assert client.status == "running"
