@@ -196,3 +196,10 @@ def test_stress_every_item_gets_its_own_result(tmp_path: Path) -> None:
     for outcome in run.outcomes:
         crashed = outcome.index % 37 == 5
         assert outcome.attempts == (2 if crashed else 1), outcome
+
+
+def test_spawn_start_method_works() -> None:
+    """Workers started with spawn (a fresh interpreter each) behave the same."""
+    backend = ProcessBackend(workers=1, start_method="spawn")
+    assert shoal.map(w.square, range(10), backend=backend) == [x * x for x in range(10)]
+    assert multiprocessing.active_children() == []
