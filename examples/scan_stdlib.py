@@ -14,6 +14,7 @@ import argparse
 import ast
 import sys
 import sysconfig
+import threading
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -39,6 +40,11 @@ RISKY: dict[str, tuple[str, str]] = {
 }
 SEVERITY_RANK = {"high": 0, "medium": 1, "low": 2}
 
+# CPython 3.11's parser is not safe to enter from two threads at once (it can fail with
+# "SystemError: AST constructor recursion depth mismatch"). It holds the GIL while it parses, so
+# the lock costs no parallelism; reading the files still overlaps.
+_PARSE_LOCK = threading.Lock()
+
 
 @dataclass(frozen=True, slots=True)
 class Finding:
@@ -61,7 +67,8 @@ def dotted_name(node: ast.expr) -> str:
 def scan_file(path: Path) -> list[Finding]:
     """One piece: parse one module and list its risky calls."""
     source = path.read_bytes()
-    tree = ast.parse(source, filename=str(path))
+    with _PARSE_LOCK:
+        tree = ast.parse(source, filename=str(path))
     findings: list[Finding] = []
     for node in ast.walk(tree):
         if not isinstance(node, ast.Call):

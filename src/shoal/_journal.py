@@ -739,24 +739,33 @@ def callable_name(fn: object) -> str:
 def _callable_identity(fn: object) -> dict[str, Any] | None:
     if fn is None:
         return None
+    name = callable_name(fn)
     bound: list[str] = []
     while isinstance(fn, functools.partial):
         bound.append(repr((fn.args, sorted(fn.keywords.items()))))
         fn = fn.func
-    target: Any = fn
-    plain = inspect.isfunction(target) or inspect.ismethod(target) or inspect.isclass(target)
-    if not plain and not inspect.isbuiltin(target):
-        target = type(target)  # a callable object: its class's code decides
+    code_owner: Any = fn
+    if inspect.ismethod(code_owner):
+        code_owner = code_owner.__func__
+    elif not inspect.isfunction(code_owner):
+        # A class or a callable object: the code that runs is its __call__ (or __init__). Its
+        # class's own source is not read: inspect finds a class by parsing its whole module,
+        # which is slow, and in CPython 3.11 not safe while other threads parse too.
+        kind = code_owner if isinstance(code_owner, type) else type(code_owner)
+        code_owner = getattr(kind, "__call__" if kind is type(code_owner) else "__init__", None)
+    return {"name": name, "source": _source_digest(code_owner), "bound": bound}
+
+
+def _source_digest(function: Any) -> str:
+    """A hash of a function's source text (its bytecode where there is no source)."""
+    code = getattr(function, "__code__", None)
+    if code is None:
+        return ""  # a built-in: its name says it all
     try:
-        source = inspect.getsource(target)
+        text = inspect.getsource(function)  # a function's lines are found without parsing
     except (OSError, TypeError):
-        code = getattr(target, "__code__", None)
-        source = code.co_code.hex() if code is not None else ""
-    return {
-        "name": callable_name(fn),
-        "source": hashlib.sha256(source.encode()).hexdigest(),
-        "bound": bound,
-    }
+        text = code.co_code.hex() + repr(code.co_consts)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def job_fingerprint(work: object, piece_id: object, codec: Codec) -> str:
