@@ -243,7 +243,7 @@ def run_dask_noop(repeat: int) -> Result:
             threads_per_worker=1,
             processes=True,
             host="127.0.0.1",
-            dashboard_address=None,
+            dashboard_address="127.0.0.1:0",  # no fixed port: 8787 may be taken
         )
     client = distributed.Client(cluster)
     try:

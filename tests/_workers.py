@@ -152,3 +152,9 @@ def mixed(item: tuple[str, int]) -> int:
     if n % 23 == 7:
         time.sleep(0.15)
     return n * 3
+
+
+def slow_some(n: int) -> int:
+    """Item 3 hangs for a while; the rest are quick."""
+    time.sleep(5.0 if n == 3 else 0.001)
+    return n * 2

@@ -203,3 +203,22 @@ def test_spawn_start_method_works() -> None:
     backend = ProcessBackend(workers=1, start_method="spawn")
     assert shoal.map(w.square, range(10), backend=backend) == [x * x for x in range(10)]
     assert multiprocessing.active_children() == []
+
+
+def test_stress_timeouts_kills_and_steals() -> None:
+    """A hanging item times out at every attempt (its worker killed each time), while the quick
+    items batched around it are taken back and succeed at their first attempt."""
+    run = Job(
+        w.slow_some,
+        timeout=0.3,
+        backend=ProcessBackend(workers=2),
+        limits=Limits(concurrency=32),
+        retry=Retry(attempts=3, base_delay=0.001, on=(TimeoutError,)),
+    ).run(range(300))
+    [failure] = run.failures
+    assert failure.index == 3
+    assert failure.error.type == "TimeoutError"
+    assert failure.attempts == 3
+    assert [o.value for o in run.outcomes if o.ok] == [n * 2 for n in range(300) if n != 3]
+    assert all(o.attempts == 1 for o in run.outcomes if o.ok)
+    assert multiprocessing.active_children() == []

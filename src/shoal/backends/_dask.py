@@ -2,8 +2,8 @@
 
 ``dask[distributed]`` is an optional extra (``pip install 'shoal[dask]'``), imported only here and
 only when this backend is chosen. By default a ``LocalCluster`` (one single-threaded worker
-process per CPU, on 127.0.0.1, no dashboard) is started for the run and stopped at its end; with
-``address=`` the run uses an existing scheduler and leaves it running.
+process per CPU, on 127.0.0.1, its dashboard on a free port) is started for the run and stopped
+at its end; with ``address=`` the run uses an existing scheduler and leaves it running.
 
 Dask's own cost per task is about a millisecond (1.6 ms on a small machine with default
 settings), so items travel in batches (see ``_batching``): one Dask task runs several items and
@@ -95,7 +95,7 @@ class DaskBackend:
                     threads_per_worker=1,
                     processes=True,
                     host="127.0.0.1",
-                    dashboard_address=None,
+                    dashboard_address="127.0.0.1:0",  # no fixed port: 8787 may be taken
                     asynchronous=True,
                 )
             address = self._cluster

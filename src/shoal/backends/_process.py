@@ -14,7 +14,8 @@ call. Here each worker is its own process with its own two pipes, so:
   not the timed-out one but a batch-mate ahead of it, that batch-mate starts over from scratch.
 
 Small items travel in batches (see ``_batching``): a worker gets several items in one message
-and reports each one as it finishes, so the pipe round trip is paid per batch. When an item runs
+and reports each one as it finishes, so the pipe round trip is paid per batch; a busy worker is
+also sent its next batch, so it never waits for us between two. When an item runs
 far longer than items have so far (it stalls), the items queued behind it in its worker's batch
 are taken back (a "steal", answered exactly by the worker, see ``_process_worker``) and run by
 other workers, so a slow item does not hold up its batch-mates, nor eat into their timeouts. An
@@ -116,6 +117,8 @@ class _Worker:
         "inbox",
         "killed",
         "last_progress",
+        "next",
+        "next_seq",
         "outbox",
         "outbuf",
         "pid",
@@ -124,6 +127,7 @@ class _Worker:
         "ready",
         "received",
         "rfd",
+        "sent",
         "seq",
         "stealing",
         "wfd",
@@ -145,12 +149,24 @@ class _Worker:
         self.killed = False
         self.dead = False
         self.seq = 0  # the number of the batch in progress
-        self.stealing = False  # a steal was asked for and not answered yet
+        # The batch sent behind it, so that the worker never waits for us between two batches.
+        self.next: list[_Entry] | None = None
+        self.next_seq = 0
+        self.sent = 0  # batches sent so far (their numbers)
+        self.stealing: set[int] = set()  # batches with a steal asked for and not answered yet
         self.last_progress = 0.0  # loop time of the batch's start or its latest result
 
-    @property
-    def busy(self) -> bool:
-        return self.batch is not None
+    def holds(self, entry: _Entry) -> bool:
+        """Whether ``entry`` is sent to this worker and not reported yet."""
+        batch = self.batch
+        if batch is not None and entry in batch[self.received :]:
+            return True
+        return self.next is not None and entry in self.next
+
+    def unfinished(self) -> list[_Entry]:
+        """The entries sent to this worker and not reported yet, in order."""
+        rest = [] if self.batch is None else self.batch[self.received :]
+        return rest + (self.next or [])
 
 
 class ProcessBackend:
@@ -308,21 +324,19 @@ class _Pool:
         if not future.cancelled() or self._closed:
             return
         worker = entry.worker
-        if worker is None or worker.dead or worker.killed or worker.batch is None:
-            return  # still waiting (dropped at dispatch) or already over
-        if entry not in worker.batch[worker.received :]:
-            return  # its result is in: nothing runs for it any more
+        if worker is None or worker.dead or worker.killed or not worker.holds(entry):
+            return  # still waiting (dropped at dispatch), or its result is in
         self._drain(worker)  # its result may be waiting in the pipe
-        batch = worker.batch
-        if batch is None or worker.dead or entry not in batch[worker.received :]:
+        if worker.dead or worker.killed or not worker.holds(entry):
             return
-        if batch[worker.received] is entry:
+        batch = worker.batch
+        if batch is not None and worker.received < len(batch) and batch[worker.received] is entry:
             # Cancelled while it runs (a timeout): stop it for real. The worker is killed; its
             # other unfinished items go back to the queue when its death is seen.
             self._kill(worker)
-        elif not worker.stealing:
-            # Still queued behind another item of the batch: take the queue back. If the worker
-            # turns out to have started it meanwhile, the answer to the steal kills it then.
+        else:
+            # Still queued behind another item: take the queue back. If the worker turns out to
+            # have started it meanwhile, the answer to the steal kills it then.
             self._steal(worker)
 
     def _kill(self, worker: _Worker) -> None:
@@ -331,28 +345,45 @@ class _Pool:
             os.kill(worker.pid, signal.SIGKILL)  # type: ignore[arg-type]
 
     def _steal(self, worker: _Worker) -> None:
-        """Ask ``worker`` not to start the items behind the one it is running."""
-        payload = pickle.dumps(("steal", worker.seq, worker.received + 1), pickle.HIGHEST_PROTOCOL)
-        worker.stealing = True
+        """Ask ``worker`` not to start the items behind the one it is running (its next batch
+        included)."""
+        batch = worker.batch
+        if (
+            batch is not None
+            and worker.received + 1 < len(batch)
+            and worker.seq not in worker.stealing
+        ):
+            self._ask_steal(worker, worker.seq, worker.received + 1)
+        if worker.next is not None and worker.next_seq not in worker.stealing:
+            self._ask_steal(worker, worker.next_seq, 0)
+
+    def _ask_steal(self, worker: _Worker, seq: int, k: int) -> None:
+        payload = pickle.dumps(("steal", seq, k), pickle.HIGHEST_PROTOCOL)
+        worker.stealing.add(seq)
         worker.outbuf += HEADER.pack(len(payload))
         worker.outbuf += payload
         self._flush(worker)
 
-    def _on_steal_answer(self, worker: _Worker, keep: int) -> None:
-        worker.stealing = False
-        batch = worker.batch
-        if batch is None:
-            return
-        kept, taken = batch[:keep], batch[keep:]
-        worker.batch = kept
+    def _on_steal_answer(self, worker: _Worker, seq: int, keep: int) -> None:
+        worker.stealing.discard(seq)
+        if seq == worker.seq and worker.batch is not None:
+            kept, taken = worker.batch[:keep], worker.batch[keep:]
+            worker.batch = kept
+            running = kept[worker.received :]
+        elif seq == worker.next_seq and worker.next is not None:
+            kept, taken = worker.next[:keep], worker.next[keep:]
+            worker.next = kept or None
+            running = kept
+        else:
+            return  # a batch that is over: all it started has been reported
         for entry in reversed(taken):
             entry.worker = None
             if not entry.future.done():
                 self._pending.appendleft(entry)
-        if any(e.future.cancelled() for e in kept[worker.received :]):
+        if any(e.future.cancelled() for e in running):
             self._kill(worker)  # a cancelled item had started after all
             return
-        if worker.received >= len(kept):
+        if worker.batch is not None and worker.received >= len(worker.batch):
             self._batch_done(worker)
         if self._pending:
             self._kick()
@@ -363,8 +394,7 @@ class _Pool:
         if self._closed:
             return
         now = self._loop.time()
-        per_item = self._sizer.per_item or 0.0
-        stall = max(STALL_MIN, STALL_FACTOR * per_item)
+        stall = self._stall_after()
         waiting = False
         for worker in self._workers:
             batch = worker.batch
@@ -373,7 +403,7 @@ class _Pool:
             if not worker.ready:
                 waiting = True
                 continue
-            if worker.received + 1 >= len(batch):
+            if worker.received + 1 >= len(batch) and worker.next is None:
                 continue  # nothing queued behind the running item
             if now - worker.last_progress > stall:
                 self._steal(worker)
@@ -381,6 +411,10 @@ class _Pool:
                 waiting = True
         if waiting:
             self._arm_watchdog()
+
+    def _stall_after(self) -> float:
+        """Seconds without a result after which a worker's current item counts as stalled."""
+        return max(STALL_MIN, STALL_FACTOR * (self._sizer.per_item or 0.0))
 
     def _arm_watchdog(self) -> None:
         if self._watchdog is None and not self._closed:
@@ -400,7 +434,16 @@ class _Pool:
         live = [w for w in self._workers if not w.dead]
         for _ in range(self._size - len(live)):
             self._spawn()
-        idle = [w for w in self._workers if not (w.dead or w.killed or w.busy or w.stealing)]
+        # Idle workers first, then a next batch for the busy ones (so that none waits for us),
+        # but none for a worker whose item stalls: what waits behind it is what we take back.
+        ready = [w for w in self._workers if not (w.dead or w.killed or w.stealing)]
+        idle = [w for w in ready if w.batch is None]
+        moving = self._loop.time() - self._stall_after()
+        idle += [
+            w
+            for w in ready
+            if w.batch is not None and w.next is None and w.ready and w.last_progress > moving
+        ]
         for n, worker in enumerate(idle):
             # At most a share of what waits, so that some is left for the worker that frees up
             # next: it starts again while we still read this batch's results.
@@ -418,9 +461,10 @@ class _Pool:
 
     def _send(self, worker: _Worker, batch: list[_Entry]) -> None:
         items = [e.item for e in batch]
-        worker.seq += 1
+        worker.sent += 1
+        seq = worker.sent
         try:
-            payload = pickle.dumps(("batch", worker.seq, items), pickle.HIGHEST_PROTOCOL)
+            payload = pickle.dumps(("batch", seq, items), pickle.HIGHEST_PROTOCOL)
         except Exception:
             # Find the items that do not pickle; each fails on its own, the rest go.
             good: list[_Entry] = []
@@ -438,16 +482,19 @@ class _Pool:
             if not good:
                 return
             batch = good
-            payload = pickle.dumps(
-                ("batch", worker.seq, [e.item for e in batch]), pickle.HIGHEST_PROTOCOL
-            )
+            payload = pickle.dumps(("batch", seq, [e.item for e in batch]), pickle.HIGHEST_PROTOCOL)
         for entry in batch:
             entry.worker = worker
-        worker.batch = batch
-        worker.received = 0
-        worker.batch_seconds = self._loop.time()  # when it started; its wall time when done
-        worker.last_progress = self._loop.time()
-        if len(batch) > 1:
+        if worker.batch is None:
+            worker.batch = batch
+            worker.seq = seq
+            worker.received = 0
+            worker.batch_seconds = self._loop.time()  # its start; its wall time when done
+            worker.last_progress = self._loop.time()
+        else:
+            worker.next = batch
+            worker.next_seq = seq
+        if len(batch) > 1 or worker.next is not None:
             self._arm_watchdog()
         worker.outbuf += HEADER.pack(len(payload))
         worker.outbuf += payload
@@ -534,7 +581,7 @@ class _Pool:
                 )
             return
         if ok is None:
-            self._on_steal_answer(worker, value)
+            self._on_steal_answer(worker, *value)
             return
         batch = worker.batch
         if batch is None or worker.received >= len(batch):
@@ -548,16 +595,21 @@ class _Pool:
                 future.set_result(value)
             else:
                 future.set_exception(value)
-        if worker.received == len(batch) and not worker.stealing:
+        if worker.received == len(batch):
             self._batch_done(worker)
             if self._pending:
                 self._dispatch()
 
     def _batch_done(self, worker: _Worker) -> None:
+        """Every item of the current batch is reported: the next one (if any) is current."""
+        now = self._loop.time()
         if worker.batch:
             # The batch's wall time, pipe and pickling included: that is what a batch costs.
-            self._sizer.observe(self._loop.time() - worker.batch_seconds, len(worker.batch))
-        worker.batch = None
+            self._sizer.observe(now - worker.batch_seconds, len(worker.batch))
+        worker.batch, worker.next = worker.next, None
+        worker.seq = worker.next_seq
+        worker.received = 0
+        worker.batch_seconds = worker.last_progress = now
 
     def _on_death(self, worker: _Worker) -> None:
         if worker.dead:
@@ -571,22 +623,26 @@ class _Pool:
         self._forget(worker)
         if self._closed:
             return
+        sent = worker.unfinished()
+        unfinished = [e for e in sent if not e.future.done()]
+        worker.batch = worker.next = None
+        worker.stealing.clear()
         if not worker.ready and not worker.killed:
             self._start_failures += 1
             if self._start_failures >= _MAX_START_FAILURES and self._fatal is None:
-                self._fail_all(
-                    ShoalError(
-                        f"{self._start_failures} worker processes in a row "
-                        f"{describe_exit(exitcode)} while starting; the process backend gives up"
-                    )
+                error = ShoalError(
+                    f"{self._start_failures} worker processes in a row "
+                    f"{describe_exit(exitcode)} while starting; the process backend gives up"
                 )
+                for entry in unfinished:
+                    entry.future.set_exception(error)
+                self._fail_all(error)
                 return
-        batch = worker.batch or []
-        unfinished = [e for e in batch[worker.received :] if not e.future.done()]
-        if unfinished and worker.ready and not worker.killed:
+        if sent and worker.ready and not worker.killed:
             # The worker reports every item before it starts the next, so the first item without
-            # a report is the one it was running: only that one is to blame.
-            culprit = batch[worker.received]
+            # a report is the one it was running: only that one is to blame. (When it had
+            # finished its batch, that is the first of the next one, unless it died in between.)
+            culprit = sent[0]
             if not culprit.future.done():
                 culprit.future.set_exception(
                     WorkerCrashed(
@@ -599,8 +655,6 @@ class _Pool:
         for entry in reversed(unfinished):  # back to the front of the queue, in order
             entry.worker = None
             self._pending.appendleft(entry)
-        worker.batch = None
-        worker.stealing = False
         self._kick()
 
     def _forget(self, worker: _Worker) -> None:
@@ -613,10 +667,10 @@ class _Pool:
     def _fail_all(self, error: BaseException) -> None:
         self._fatal = error
         for worker in self._workers:
-            for entry in worker.batch or []:
+            for entry in worker.unfinished():
                 if not entry.future.done():
                     entry.future.set_exception(error)
-            worker.batch = None
+            worker.batch = worker.next = None
         while self._pending:
             entry = self._pending.popleft()
             if not entry.future.done():
@@ -657,7 +711,7 @@ class _Pool:
             loop.remove_reader(worker.rfd)
             loop.remove_writer(worker.wfd)
             if worker.batch is not None and worker.proc.is_alive():
-                for entry in worker.batch[worker.received :]:
+                for entry in worker.unfinished():
                     entry.future.cancel()
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(worker.pid, signal.SIGKILL)  # type: ignore[arg-type]

@@ -8,8 +8,9 @@ Protocol, over two pipes (frames are an 8-byte little-endian length, then a pick
   one that arrives while the main thread is still leaving the previous one).
 - worker -> parent: first one start-up frame, ``(True, None, 0.0)`` once the work function is
   loaded or ``(False, error, 0.0)`` if it cannot be; then one ``(ok, value_or_error, seconds)``
-  frame per item, **written before the next item starts**, and ``(None, n, 0.0)`` to answer a
-  steal: only the first ``n`` items of the batch run here.
+  frame per item, **written before the next item starts**, and ``(None, (seq, n), 0.0)`` to
+  answer a steal: only the first ``n`` items of batch ``seq`` run here. A worker holds up to two
+  batches (the one it runs and the next), so it never waits for the parent between batches.
 
 Because every finished item is reported before the next one starts, when a worker dies the first
 unreported item of its batch is exactly the one it was running: that one alone is blamed, and the
@@ -75,15 +76,24 @@ class _State:
         self.stop_at = 0  # its items from this position on are not to be started
         self.started = 0  # its items started so far
         self.early: dict[int, int] = {}  # steals for batches received but not taken yet
+        self.finished: dict[int, int] = {}  # items that ran, of the batches done lately
 
     def steal(self, seq: int, k: int) -> int:
         """Apply a steal; return how many of batch ``seq``'s items run here."""
         if seq == self.seq:
             self.stop_at = min(self.stop_at, max(k, self.started))
             return self.stop_at
+        if seq in self.finished:  # done already: every item it started ran
+            return self.finished[seq]
         # Not taken yet (it waits in the queue): none of its items has started.
         self.early[seq] = min(self.early.get(seq, k), k)
         return self.early[seq]
+
+    def finish(self) -> None:
+        """The main thread is done with its batch."""
+        self.finished[self.seq] = self.started
+        for old in [s for s in self.finished if s < self.seq - 2]:
+            del self.finished[old]
 
     def take(self, seq: int, size: int) -> None:
         """The main thread starts batch ``seq`` of ``size`` items."""
@@ -110,7 +120,7 @@ def _read_inbox(
             else:  # "steal"
                 with state.lock:
                     keep = state.steal(seq, body)
-                    answer = pickle.dumps((None, keep, 0.0), pickle.HIGHEST_PROTOCOL)
+                    answer = pickle.dumps((None, (seq, keep), 0.0), pickle.HIGHEST_PROTOCOL)
                     with write_lock:
                         write_frame(wfd, answer)
     finally:
@@ -154,5 +164,7 @@ def main(inbox: Connection, outbox: Connection, work_bytes: bytes) -> None:
                 frame = _dumps(runner.run(item), where)
                 with write_lock:
                     write_frame(wfd, frame)
+            with lock:
+                state.finish()
     finally:
         runner.close()
