@@ -15,6 +15,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -483,13 +484,29 @@ def test_journal_write_failure_stops_the_run(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- real crashes
 
 
+_CHILDREN: list[subprocess.Popen[str]] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_child_outlives_its_test() -> Iterator[None]:
+    """Whatever happens in a test, the child processes it started are gone when it ends."""
+    yield
+    while _CHILDREN:
+        proc = _CHILDREN.pop()
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=30)
+
+
 def child(db: Path, n: int, log: Path, *extra: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         [sys.executable, str(CHILD), str(db), str(n), str(log), *extra],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+    _CHILDREN.append(proc)
+    return proc
 
 
 def log_lines(log: Path) -> list[tuple[str, int]]:
