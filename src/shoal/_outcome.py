@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from ._codec import to_plain
+from ._split import Provenance
 
 T = TypeVar("T")
 
@@ -65,6 +66,7 @@ class Outcome(Generic[T]):
         key: The item's key (``""`` without a key function).
         throttles: How often it was throttled.
         id: The piece's stable id in the journal (``""`` when the run has no journal).
+        provenance: Where its input came from (file and line, ...) when a splitter made it.
     """
 
     index: int
@@ -78,6 +80,7 @@ class Outcome(Generic[T]):
     key: str = ""
     throttles: int = 0
     id: str = ""
+    provenance: Provenance | None = None
 
     @property
     def duration(self) -> float:
@@ -97,7 +100,7 @@ class Outcome(Generic[T]):
 
     def as_failure(self) -> Failure:
         assert not self.ok and self.error is not None
-        return Failure(self.index, self.item, self.error, self.attempts, self.key)
+        return Failure(self.index, self.item, self.error, self.attempts, self.key, self.provenance)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,9 +112,11 @@ class Failure:
     error: ErrorInfo
     attempts: int
     key: str = ""
+    provenance: Provenance | None = None
 
     def __str__(self) -> str:
-        return f"Failure(index={self.index}, {self.error}, attempts={self.attempts})"
+        where = f", at {self.provenance}" if self.provenance is not None else ""
+        return f"Failure(index={self.index}, {self.error}, attempts={self.attempts}{where})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,6 +270,7 @@ def _record(outcome: Outcome[Any]) -> dict[str, Any]:
         "ok": outcome.ok,
         "value": to_plain(outcome.value),
         "error": None if error is None else {"type": error.type, "message": error.message},
+        "provenance": None if outcome.provenance is None else str(outcome.provenance),
         "attempts": outcome.attempts,
         "throttles": outcome.throttles,
         "started": outcome.started,

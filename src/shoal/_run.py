@@ -49,6 +49,7 @@ from ._journal import JournalSession, Preset
 from ._limits import EPSILON, KeyState, Limits, RateMeter
 from ._outcome import ErrorInfo, Outcome, RunStats
 from ._retry import Retry, throttle_delay
+from ._split import Malformed, MalformedInput, Provenance, Sourced
 from .backends import Backend, Invoker
 
 # Timer kinds.
@@ -69,6 +70,7 @@ class _Piece:
         "index",
         "item",
         "key",
+        "provenance",
         "reservations",
         "stored_item",
         "throttles",
@@ -90,6 +92,7 @@ class _Piece:
         self.id = ""  # the journal's piece id ("" without a journal)
         self.stored_item: str | None = None  # the item as the journal stores it
         self.reservations: tuple[list[float], ...] = ()  # its entries in the rate windows
+        self.provenance: Provenance | None = None  # where its input came from
 
 
 class Scheduler:
@@ -346,10 +349,26 @@ class Scheduler:
         self._next_index = index + 1
         self._unsettled += 1
         preset = None
-        if type(item) is Preset:  # read back from a journal, with its id
+        kind = type(item)
+        if kind is Preset:  # read back from a journal, with its id
             preset = item
             item = preset.item
+            kind = type(item)
+        provenance = None
+        malformed = None
+        if kind is Sourced:  # from a splitter: the work gets the value
+            provenance = item.provenance
+            item = item.value
+        elif kind is Malformed:  # an input line that could not be read fails on its own
+            malformed = item
+            provenance = item.provenance
         piece = _Piece(index, item, "")
+        piece.provenance = provenance
+        if malformed is not None:
+            piece.error = MalformedInput(f"{malformed.provenance}: {malformed.error}")
+            if self._journal is not None and preset is None:
+                piece.id = content_id(["malformed input", str(malformed.provenance)])
+            return piece
         key_fn = self._key_fn
         try:
             if key_fn is not None:
@@ -508,6 +527,7 @@ class Scheduler:
                 piece.key,
                 throttles,
                 piece.id,
+                piece.provenance,
             )
         )
         return True
@@ -852,7 +872,7 @@ class Scheduler:
                 piece.id,
                 piece.index,
                 piece.key,
-                None,
+                None if piece.provenance is None else str(piece.provenance),
                 piece.stored_item,
                 "done" if error is None else "failed",
                 piece.attempts,
@@ -923,6 +943,7 @@ class Scheduler:
                 piece.key,
                 piece.throttles,
                 piece.id,
+                piece.provenance,
             )
         )
 
@@ -1044,6 +1065,7 @@ class Scheduler:
                 piece.key,
                 piece.throttles,
                 piece.id,
+                piece.provenance,
             )
         )
 
