@@ -591,6 +591,10 @@ def run_sync(make: Callable[[], Awaitable[T]], clock: Clock | None) -> T:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
+        running = False
+    else:
+        running = True
+    if not running:  # outside the except block: errors of the run must not chain to it
         return run_here()
     # Called from inside a running loop (a notebook, an async framework): a loop of our own in a
     # helper thread, so the caller's loop is not re-entered.

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from ._codec import to_plain
+from ._combine import Combined, Combiner
 from ._split import Provenance
 
 T = TypeVar("T")
@@ -164,6 +165,7 @@ class Run(Generic[T]):
 
     __slots__ = (
         "_combine",
+        "_combined",
         "_result",
         "_result_done",
         "completion_order",
@@ -189,6 +191,7 @@ class Run(Generic[T]):
         self.stats = stats
         self.name = name
         self._combine = combine
+        self._combined: Combined | None = None
         self._result: Any = None
         self._result_done = False
 
@@ -211,10 +214,26 @@ class Run(Generic[T]):
     def result(self) -> Any:
         """The job's combiner applied to ``values``; ``values`` when the job has no combiner."""
         if not self._result_done:
-            values = self.values
-            self._result = values if self._combine is None else self._combine(values)
+            combine = self._combine
+            if isinstance(combine, Combiner):
+                combined = self.combined
+                assert combined is not None
+                self._result = combined.value
+            else:
+                values = self.values
+                self._result = values if combine is None else combine(values)
             self._result_done = True
         return self._result
+
+    @property
+    def combined(self) -> Combined | None:
+        """With a ``shoal.combine`` combiner: the result with its records, each traceable to
+        the pieces it came from (``run.combined.trace(i)``); ``None`` otherwise."""
+        if not isinstance(self._combine, Combiner):
+            return None
+        if self._combined is None:
+            self._combined = self._combine.apply(self.outcomes)
+        return self._combined
 
     def export(self, path: str | os.PathLike[str], *, format: str | None = None) -> Path:
         """Write the outcomes, in input order, to a file: JSON Lines or Parquet.
