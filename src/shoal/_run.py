@@ -52,6 +52,9 @@ from ._retry import Retry, throttle_delay
 from ._split import Malformed, MalformedInput, Provenance, Sourced
 from .backends import Backend, Invoker
 
+# Items that carry more than the work's input: an id read back from a journal, or provenance.
+_WRAPPERS = frozenset((Preset, Sourced, Malformed))
+
 # Timer kinds.
 _RETRY = 0  # payload: a piece whose backoff or throttle wait is over
 _KEY = 1  # payload: a key whose throttle pause is over
@@ -349,26 +352,30 @@ class Scheduler:
         self._next_index = index + 1
         self._unsettled += 1
         preset = None
-        kind = type(item)
-        if kind is Preset:  # read back from a journal, with its id
-            preset = item
-            item = preset.item
-            kind = type(item)
         provenance = None
-        malformed = None
-        if kind is Sourced:  # from a splitter: the work gets the value
-            provenance = item.provenance
-            item = item.value
-        elif kind is Malformed:  # an input line that could not be read fails on its own
-            malformed = item
-            provenance = item.provenance
+        kind = type(item)
+        if kind in _WRAPPERS:  # most items are plain: one set lookup for them
+            if kind is Preset:  # read back from a journal, with its id
+                preset = item
+                item = preset.item
+                kind = type(item)
+            if kind is Sourced:  # from a splitter: the work gets the value
+                provenance = item.provenance
+                item = item.value
+            elif kind is Malformed:  # an input line that could not be read fails on its own
+                piece = _Piece(index, item, "")
+                piece.provenance = item.provenance
+                piece.error = MalformedInput(f"{item.provenance}: {item.error}")
+                if self._journal is not None:
+                    piece.id = (
+                        preset.id
+                        if preset is not None
+                        else content_id(["malformed input", str(item.provenance)])
+                    )
+                return piece
         piece = _Piece(index, item, "")
-        piece.provenance = provenance
-        if malformed is not None:
-            piece.error = MalformedInput(f"{malformed.provenance}: {malformed.error}")
-            if self._journal is not None and preset is None:
-                piece.id = content_id(["malformed input", str(malformed.provenance)])
-            return piece
+        if provenance is not None:
+            piece.provenance = provenance
         key_fn = self._key_fn
         try:
             if key_fn is not None:
