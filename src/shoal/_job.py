@@ -285,7 +285,7 @@ class Job(Generic[T, R]):
         journal: str | os.PathLike[str] | Journal | None = None,
         resume: bool = True,
         mode: str = "run",
-    ) -> tuple[Scheduler, Clock]:
+    ) -> Scheduler:
         clock = clock if clock is not None else MonotonicClock()
         work: Callable[..., Any] = self.work
         if self.batch_size is not None:  # limited mode: the scheduler's pieces are groups
@@ -301,7 +301,7 @@ class Job(Generic[T, R]):
                 resume=resume,
                 mode=mode,
             )
-        scheduler = Scheduler(
+        return Scheduler(
             work,
             items,
             limits=self.limits,
@@ -317,7 +317,6 @@ class Job(Generic[T, R]):
             piece_id=self.id,
             codec=self.codec,
         )
-        return scheduler, clock
 
     def fingerprint(self) -> str:
         """A hash of what decides this job's results: the work function (its name and source),
@@ -372,7 +371,7 @@ class Job(Generic[T, R]):
         mode: str = "run",
     ) -> Run[R]:
         errors = _check_errors(errors)
-        scheduler, _ = self._scheduler(
+        scheduler = self._scheduler(
             items,
             clock=clock,
             rng=rng,
@@ -528,7 +527,7 @@ class Job(Generic[T, R]):
         ``contextlib.aclosing`` to do that at once rather than when the generator is collected).
         With a ``journal``, pieces settled by an earlier run are yielded from it, not run again.
         """
-        scheduler, _ = self._scheduler(
+        scheduler = self._scheduler(
             items,
             clock=clock,
             rng=rng,

@@ -386,22 +386,6 @@ class JournalSession:
         """The settled pieces among ``ids`` (done only, when retrying failures)."""
         return await self._call(lambda conn: self._lookup(conn, ids))  # type: ignore[no-any-return]
 
-    async def flush(self) -> None:
-        """Commit everything handed over so far."""
-        await self._call(lambda conn: None)
-
-    async def load_items(self, state: str | None = None) -> list[tuple[str, int, Any]]:
-        """``(id, index, item JSON)`` of the stored pieces (of one state), in index order."""
-
-        def load(conn: sqlite3.Connection) -> list[tuple[str, int, Any]]:
-            if state is None:
-                sql = "SELECT id, idx, item FROM pieces ORDER BY idx"
-                return conn.execute(sql).fetchall()
-            sql = "SELECT id, idx, item FROM pieces WHERE state = ? ORDER BY idx"
-            return conn.execute(sql, (state,)).fetchall()
-
-        return await self._call(load)  # type: ignore[no-any-return]
-
     async def close(self, status: str, stats: dict[str, Any] | None) -> None:
         """Flush, record how the run ended, stop the writer thread."""
         if self._thread is None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import re
 from collections import deque
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -276,10 +276,6 @@ class WindowMeter:
         self._used += weight
         return entry
 
-    @property
-    def used(self) -> float:
-        return self._used
-
 
 class RateMeter:
     """A :class:`Rate` as one window meter, plus a shorter one when a burst is set."""
@@ -324,8 +320,3 @@ class KeyState:
         self.in_flight = 0
         self.paused_until = -math.inf
         self.resume_at = -math.inf  # when a timer to unpark this key is already set
-
-
-def key_name(key: Hashable) -> str:
-    """How a key is shown in events and reports."""
-    return "" if key is None else str(key)

@@ -336,6 +336,6 @@ def _tightest_rate(job: Job[Any, Any], notes: list[str]) -> float | None:
                 "left out of the estimate"
             )
             continue
-        per_second = rate.count / rate.per
+        per_second = rate.per_second
         tightest = per_second if tightest is None else min(tightest, per_second)
     return tightest

@@ -140,7 +140,6 @@ class Scheduler:
             self._async_iter = None
         else:
             raise TypeError(f"items={items!r}: expected an iterable or an async iterable of items")
-        self._limits = limits
         self._retry = retry
         self._timeout = timeout
         self._key_fn = key
@@ -282,10 +281,6 @@ class Scheduler:
             finished=self._wall0 + (now - self._t0),
             resumed=self.resumed,
         )
-
-    @property
-    def in_flight(self) -> int:
-        return self._in_flight
 
     def _notify(self) -> None:
         wake = self._wake
