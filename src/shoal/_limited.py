@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Sequence
 from typing import Any
 
 from ._outcome import ErrorInfo, Outcome, RunStats
+from ._split import batches
 
 
 class BatchResultError(TypeError):
@@ -42,18 +43,7 @@ def group_items(items: Iterable[Any] | AsyncIterable[Any], size: int) -> Any:
     """Lists of up to ``size`` consecutive items, pulled lazily (sync or async alike)."""
     if isinstance(items, AsyncIterable):
         return _agroups(items, size)
-    return _groups(items, size)
-
-
-def _groups(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
-    group: list[Any] = []
-    for item in items:
-        group.append(item)
-        if len(group) == size:
-            yield group
-            group = []
-    if group:
-        yield group
+    return batches(items, size)
 
 
 async def _agroups(items: AsyncIterable[Any], size: int) -> AsyncIterator[list[Any]]:
