@@ -28,3 +28,14 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install --quiet --disable-pip-version-check -e . --group dev
   touch "$stamp"
 fi
+
+# The HTML report's tests open it in a real headless Chromium (the system's, never a download).
+if [ -z "${SHOAL_NO_BROWSER:-}" ] && ! command -v chromium >/dev/null 2>&1 &&
+  ! command -v chromium-browser >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo -n"
+  echo "installing Chromium (apt-get) for the HTML report's browser tests" >&2
+  if ! { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium; } >/dev/null 2>&1; then
+    echo "could not install chromium with apt-get; the browser tests will be skipped" >&2
+  fi
+fi
