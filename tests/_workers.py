@@ -158,3 +158,13 @@ def slow_some(n: int) -> int:
     """Item 3 hangs for a while; the rest are quick."""
     time.sleep(5.0 if n == 3 else 0.001)
     return n * 2
+
+
+def metered(x: int) -> int:
+    """Reports usage, then fails on negative items (after reporting)."""
+    import shoal
+
+    shoal.usage(tokens=10 * abs(x), cost=0.5, requests=1)
+    if x < 0:
+        raise Boom(f"negative {x}")
+    return x

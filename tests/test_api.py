@@ -28,6 +28,7 @@ PUBLIC = {
     "amap",
     "map",
     "plan",
+    "usage",
 }
 
 

@@ -302,3 +302,17 @@ def test_dask_accepts_a_client(dask_address: str) -> None:
         values = shoal.map(w.square, range(10), backend=DaskBackend(address=client))
         assert values == [x * x for x in range(10)]
         assert client.status == "running"
+
+
+def test_usage_reported_by_the_work_reaches_its_outcome(kind: Kind) -> None:
+    """shoal.usage() from inside the work, on every backend, failed attempts included."""
+    job = shoal.Job(
+        w.metered, backend=kind(), limits=shoal.Limits(concurrency=4), retry=shoal.Retry(1)
+    )
+    run = job.run([1, 2, -1])
+    assert [o.usage for o in run.outcomes] == [
+        {"tokens": 10, "cost": 0.5, "requests": 1},
+        {"tokens": 20, "cost": 0.5, "requests": 1},
+        {"tokens": 10, "cost": 0.5, "requests": 1},
+    ]
+    assert [o.ok for o in run.outcomes] == [True, True, False]

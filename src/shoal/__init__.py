@@ -18,6 +18,7 @@ from ._limits import Limits, Rate
 from ._outcome import ErrorInfo, Failure, Outcome, Run, RunStats
 from ._plan import Plan, plan
 from ._retry import Retry
+from ._usage import usage
 from ._version import __version__
 
 __all__ = [
@@ -38,4 +39,5 @@ __all__ = [
     "amap",
     "map",
     "plan",
+    "usage",
 ]

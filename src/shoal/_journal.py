@@ -78,7 +78,8 @@ CREATE TABLE IF NOT EXISTS pieces (
     error_type TEXT,
     error_message TEXT,
     error_traceback TEXT,
-    run_id INTEGER NOT NULL
+    run_id INTEGER NOT NULL,
+    usage TEXT
 );
 CREATE TABLE IF NOT EXISTS attempts (
     piece_id TEXT NOT NULL,
@@ -94,15 +95,15 @@ CREATE TABLE IF NOT EXISTS attempts (
 
 _UPSERT_PIECE = """
 INSERT INTO pieces (id, idx, key, provenance, item, state, attempts, throttles, started, finished,
-                    result, error_type, error_message, error_traceback, run_id)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    result, error_type, error_message, error_traceback, usage, run_id)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (id) DO UPDATE SET
     idx = excluded.idx, key = excluded.key, provenance = excluded.provenance,
     item = coalesce(excluded.item, pieces.item), state = excluded.state,
     attempts = excluded.attempts, throttles = excluded.throttles, started = excluded.started,
     finished = excluded.finished, result = excluded.result, error_type = excluded.error_type,
     error_message = excluded.error_message, error_traceback = excluded.error_traceback,
-    run_id = excluded.run_id
+    usage = excluded.usage, run_id = excluded.run_id
 """
 
 _INSERT_ATTEMPT = """
@@ -116,7 +117,7 @@ SETTLED_STATES = ("done", "failed")
 # The columns of a StoredPiece, in order.
 _STORED_COLUMNS = (
     "id, idx, key, state, attempts, throttles, started, finished, result, error_type, "
-    "error_message, error_traceback"
+    "error_message, error_traceback, usage"
 )
 
 
@@ -180,6 +181,7 @@ class StoredPiece(NamedTuple):
     error_type: str | None
     error_message: str | None
     error_traceback: str | None
+    usage: str | None  # JSON: what the work reported with shoal.usage(), summed over attempts
 
 
 # Records gathered on the event loop's side (plain tuples: cheap to build there).
@@ -312,6 +314,9 @@ def check_journal_file(path: str) -> sqlite3.Connection:
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.executescript(_SCHEMA)
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(pieces)")}
+        if "usage" not in columns:  # a journal written before usage was recorded
+            conn.execute("ALTER TABLE pieces ADD COLUMN usage TEXT")
         conn.execute("INSERT OR IGNORE INTO meta VALUES ('app', 'shoal')")
         conn.execute(
             "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
@@ -417,7 +422,7 @@ class JournalSession:
 
     def settled(self, row: tuple[Any, ...]) -> None:
         """``row``: (id, idx, key, provenance, item, state, attempts, throttles, started,
-        finished, result, error_type, error_message, error_traceback)."""
+        finished, result, error_type, error_message, error_traceback, usage)."""
         self.enqueued_settled += 1
         self._add((_SETTLE, row))
         self._batch_settled += 1
@@ -523,7 +528,7 @@ class JournalSession:
                 if current is None or current[5] == "running":
                     pieces[pid] = (
                         pid, idx, key, None, item, "running", 0, 0, at, None, None, None, None,
-                        None, run_id,
+                        None, None, run_id,
                     )  # fmt: skip
             else:
                 attempts.append((*record[1:], run_id))

@@ -68,6 +68,10 @@ class Outcome(Generic[T]):
         throttles: How often it was throttled.
         id: The piece's stable id in the journal (``""`` when the run has no journal).
         provenance: Where its input came from (file and line, ...) when a splitter made it.
+        retry_causes: The error type of each failed attempt that was tried again, in order.
+        throttle_wait: Seconds it waited because it was throttled.
+        usage: What its work reported with :func:`shoal.usage` (tokens, cost, ...), summed over
+            its attempts; ``None`` when it reported nothing.
     """
 
     index: int
@@ -82,6 +86,9 @@ class Outcome(Generic[T]):
     throttles: int = 0
     id: str = ""
     provenance: Provenance | None = None
+    retry_causes: tuple[str, ...] = ()
+    throttle_wait: float = 0.0
+    usage: dict[str, float] | None = None
 
     @property
     def duration(self) -> float:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import json
 import math
 import random
 from collections.abc import (
@@ -50,6 +51,9 @@ from ._limits import EPSILON, KeyState, Limits, RateMeter
 from ._outcome import ErrorInfo, Outcome, RunStats
 from ._retry import Retry, throttle_delay
 from ._split import Malformed, MalformedInput, Provenance, Sourced
+from ._usage import Reported
+from ._usage import current as _usage_meter
+from ._usage import merge as merge_usage
 from .backends import Backend, Invoker
 
 # Items that carry more than the work's input: an id read back from a journal, or provenance.
@@ -57,6 +61,8 @@ _WRAPPERS = frozenset((Preset, Sourced, Malformed))
 
 # Timer kinds.
 _RETRY = 0  # payload: a piece whose backoff or throttle wait is over
+_set_meter = _usage_meter.set
+
 _KEY = 1  # payload: a key whose throttle pause is over
 _WAKE = 2  # payload: None; the rate limit allows starts again
 
@@ -75,9 +81,12 @@ class _Piece:
         "key",
         "provenance",
         "reservations",
+        "retry_causes",
         "stored_item",
+        "throttle_wait",
         "throttles",
         "unparked",
+        "usage",
         "weights",
     )
 
@@ -96,6 +105,9 @@ class _Piece:
         self.stored_item: str | None = None  # the item as the journal stores it
         self.reservations: tuple[list[float], ...] = ()  # its entries in the rate windows
         self.provenance: Provenance | None = None  # where its input came from
+        self.retry_causes: tuple[str, ...] = ()  # error types of the attempts that were retried
+        self.throttle_wait = 0.0
+        self.usage: dict[str, float] | None = None  # what the work reported (shoal.usage)
 
 
 class Scheduler:
@@ -498,7 +510,7 @@ class Scheduler:
 
     def _settle_from_journal(self, piece: _Piece, row: tuple[Any, ...]) -> bool:
         """Settle ``piece`` as an earlier run did (``row``: a StoredPiece's fields)."""
-        _, _, _, state, attempts, throttles, started, finished, result, etype, emsg, etb = row
+        _, _, _, state, attempts, throttles, started, finished, result, etype, emsg, etb, used = row
         error: ErrorInfo | None = None
         if state == "done":
             ok = True
@@ -530,6 +542,7 @@ class Scheduler:
                 throttles,
                 piece.id,
                 piece.provenance,
+                usage=_load_usage(used),
             )
         )
         return True
@@ -801,11 +814,15 @@ class Scheduler:
             )
         invoke = self._invoke
         assert invoke is not None
+        _set_meter(piece)  # shoal.usage() in the work adds to this piece (this worker's context)
         try:
             if self._timeout is None:
                 value = await invoke(piece.item)
             else:
                 value = await self._invoke_with_timeout(invoke, piece.item, self._timeout)
+            if type(value) is Reported:  # from another process, with the usage it reported
+                piece.usage = merge_usage(piece.usage, value.usage)
+                value = value.value
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if self._closing or (task is not None and task.cancelling()):
@@ -885,6 +902,7 @@ class Scheduler:
                 None if error is None else error.type,
                 None if error is None else error.message,
                 None if error is None else error.traceback,
+                None if piece.usage is None else json.dumps(piece.usage),
             )
         )
 
@@ -946,12 +964,19 @@ class Scheduler:
                 piece.throttles,
                 piece.id,
                 piece.provenance,
+                piece.retry_causes,
+                piece.throttle_wait,
+                piece.usage,
             )
         )
 
     def _on_error(self, piece: _Piece, exc: BaseException) -> None:
         now = self._clock.now()
         self._release(piece, now)
+        remote_usage = getattr(exc, "shoal_usage", None)
+        if type(remote_usage) is dict:  # reported in another process before the work failed
+            piece.usage = merge_usage(piece.usage, remote_usage)
+            del exc.shoal_usage  # type: ignore[attr-defined]
         retry = self._retry
         delay: float
         retry_after = throttle_delay(exc)
@@ -977,6 +1002,7 @@ class Scheduler:
                 self._fail(piece, exc, now)
                 return
             self.throttle_wait += delay
+            piece.throttle_wait += delay
             if self._journal is not None and piece.id:
                 self._record_attempt(piece, now, "throttled", exc, attempt=piece.attempts + 1)
             # Pause the key so its neighbours do not pile on while the server wants quiet.
@@ -1003,6 +1029,7 @@ class Scheduler:
             and self._within_deadline(piece, now, delay := retry.backoff(piece.attempts, self._rng))
         ):
             self.retries += 1
+            piece.retry_causes = (*piece.retry_causes, _type_name(exc))
             if self._journal is not None and piece.id:
                 self._record_attempt(piece, now, "error", exc)
             if self._subs:
@@ -1068,6 +1095,9 @@ class Scheduler:
                 piece.throttles,
                 piece.id,
                 piece.provenance,
+                piece.retry_causes,
+                piece.throttle_wait,
+                piece.usage,
             )
         )
 
@@ -1097,6 +1127,17 @@ class Scheduler:
                     exc.add_note(f"(raised by the event subscriber {subscriber!r})")
                     self._fatal = exc
                     self._notify()
+
+
+def _load_usage(text: str | None) -> dict[str, float] | None:
+    """A piece's usage as the journal stored it (JSON), or ``None``."""
+    if not text:
+        return None
+    try:
+        loaded = json.loads(text)
+    except ValueError:
+        return None
+    return loaded if isinstance(loaded, dict) else None
 
 
 def _type_name(exc: BaseException) -> str:

@@ -12,12 +12,15 @@ on the remote side, which the sender uses to size later batches.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import pickle
 import time
 import traceback
 from collections.abc import Callable
 from typing import Any
+
+from .._usage import Meter, Reported, current
 
 Result = tuple[bool, Any, float]
 
@@ -34,7 +37,7 @@ class RemoteError(Exception):
         self.remote_traceback = remote_traceback
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (RemoteError, (self.type_name, str(self), self.remote_traceback))
+        return (RemoteError, (self.type_name, str(self), self.remote_traceback), self.__dict__)
 
 
 def portable_error(exc: BaseException, where: str) -> BaseException:
@@ -57,14 +60,22 @@ def portable_error(exc: BaseException, where: str) -> BaseException:
 
 
 class Runner:
-    """Calls the work on one item at a time; runs coroutines on a loop of its own."""
+    """Calls the work on one item at a time; runs coroutines on a loop of its own.
+
+    What the work reports with ``shoal.usage()`` travels back with its result: a value wrapped
+    in :class:`~shoal._usage.Reported`, or a ``shoal_usage`` attribute on the exception.
+    """
 
     def __init__(self, work: Callable[[Any], Any], where: str) -> None:
         self.work = work
         self.where = where
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._meter = meter = Meter()
+        self._token = current.set(meter)  # set once: reset per item below, cheaper than set/reset
 
     def run(self, item: Any) -> Result:
+        meter = self._meter
+        meter.take()
         start = time.perf_counter()
         try:
             value = self.work(item)
@@ -73,13 +84,23 @@ class Runner:
                     self._loop = asyncio.new_event_loop()
                 value = self._loop.run_until_complete(_await(value))
         except Exception as exc:
-            return (False, portable_error(exc, self.where), time.perf_counter() - start)
+            error = portable_error(exc, self.where)
+            used = meter.take()
+            if used is not None:
+                with contextlib.suppress(Exception):  # an exception type refusing attributes
+                    error.shoal_usage = used  # type: ignore[attr-defined]
+            return (False, error, time.perf_counter() - start)
+        used = meter.take()
+        if used is not None:
+            value = Reported(value, used)
         return (True, value, time.perf_counter() - start)
 
     def close(self) -> None:
         if self._loop is not None:
             self._loop.close()
             self._loop = None
+        with contextlib.suppress(ValueError):  # closed from another context than its own
+            current.reset(self._token)
 
 
 async def _await(awaitable: Any) -> Any:
