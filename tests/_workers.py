@@ -168,3 +168,9 @@ def metered(x: int) -> int:
     if x < 0:
         raise Boom(f"negative {x}")
     return x
+
+
+def first_and_last_lines(chunk: Any) -> tuple[str, str]:
+    """The first line of the first and of the last page of a shoal.split.PageRange."""
+    texts = chunk.page_texts()
+    return texts[0][1].splitlines()[0], texts[-1][1].splitlines()[0]

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import _workers
 import shoal
 from shoal import split
 from shoal.split import MalformedInput, Provenance, Sourced
@@ -202,3 +203,81 @@ def test_provenance_goes_into_the_journal(tmp_path: Path) -> None:
         Provenance(str(path), line=1),
         Provenance(str(path), line=2),
     ]
+
+
+# ------------------------------------------------------------------------------------- pages
+
+
+def test_pages_chunks_a_pdf_and_workers_extract_their_own_pages(tmp_path: Path) -> None:
+    from _pdf import write_pdf
+
+    texts = [[f"Page {n} says hello", "(and more)"] for n in range(1, 124)]
+    pdf = write_pdf(tmp_path / "long.pdf", texts)
+    chunks = list(split.pages(pdf, per_chunk=50))
+    assert [(c.value.first, c.value.last) for c in chunks] == [(1, 50), (51, 100), (101, 123)]
+    assert [str(c.provenance) for c in chunks] == [
+        f"{pdf} pages 1-50",
+        f"{pdf} pages 51-100",
+        f"{pdf} pages 101-123",
+    ]
+    assert len(chunks[2].value) == 23
+
+    run = shoal.Job(_workers.first_and_last_lines, backend="process").run(
+        split.pages(pdf, per_chunk=50)
+    )
+    assert run.values == [
+        ("Page 1 says hello", "Page 50 says hello"),
+        ("Page 51 says hello", "Page 100 says hello"),
+        ("Page 101 says hello", "Page 123 says hello"),
+    ]
+    assert [str(o.provenance) for o in run.outcomes] == [str(c.provenance) for c in chunks]
+    assert "(and more)" in chunks[0].value.text()
+    assert chunks[0].value.text().count("\f") == 49
+
+
+def test_pages_of_a_file_that_is_not_a_pdf_fails_before_the_run(tmp_path: Path) -> None:
+    bad = tmp_path / "notes.pdf"
+    bad.write_text("just text\n")
+    with pytest.raises(split.MalformedInput, match=r"notes\.pdf is not a readable PDF"):
+        list(split.pages(bad))
+    with pytest.raises(split.MalformedInput, match="no such file"):
+        list(split.pages(tmp_path / "missing.pdf"))
+    with pytest.raises(ValueError, match="per_chunk=0"):
+        list(split.pages(bad, per_chunk=0))
+
+
+def test_pages_of_an_encrypted_pdf_needs_its_password(tmp_path: Path) -> None:
+    import pypdf
+
+    from _pdf import write_pdf
+
+    plain = write_pdf(tmp_path / "plain.pdf", [["secret page one"], ["two"], ["three"]])
+    writer = pypdf.PdfWriter(clone_from=str(plain))
+    writer.encrypt(user_password="pw", algorithm="RC4-128")
+    locked = tmp_path / "locked.pdf"
+    with locked.open("wb") as fh:
+        writer.write(fh)
+    with pytest.raises(split.MalformedInput, match=r"locked\.pdf: the PDF is encrypted"):
+        list(split.pages(locked))
+    with pytest.raises(split.MalformedInput, match="does not open"):
+        list(split.pages(locked, password="wrong"))
+    (chunk,) = split.pages(locked, per_chunk=5, password="pw")
+    assert chunk.value.first == 1 and chunk.value.last == 3
+    assert "secret page one" in chunk.value.text()
+    assert "pw" not in repr(chunk.value)  # the password stays out of logs and reports
+
+
+def test_page_ranges_are_journaled_without_their_password(tmp_path: Path) -> None:
+    from _pdf import write_pdf
+
+    pdf = write_pdf(tmp_path / "doc.pdf", [["one"], ["two"], ["three"]])
+    journal = tmp_path / "run.db"
+    chunks = list(split.pages(pdf, per_chunk=2, password="not-a-real-secret"))
+    first = shoal.Job(len).run(chunks, journal=journal)
+    assert first.values == [2, 1]
+    again = shoal.Job(len).run(chunks, journal=journal)
+    assert again.stats.resumed == 2 and again.values == [2, 1]
+    stored = sqlite3.connect(journal).execute("SELECT item FROM pieces ORDER BY idx").fetchall()
+    assert len(stored) == 2
+    assert all("not-a-real-secret" not in row[0] for row in stored)
+    assert "doc.pdf" in stored[0][0]

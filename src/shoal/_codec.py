@@ -24,6 +24,8 @@ import pickle
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
+from ._split import PageRange
+
 _TAG = "$shoal"
 # The C scanner json.loads uses underneath, without its Python layers.
 _scan_once: Callable[[str, int], tuple[Any, int]] = json.scanner.make_scanner(
@@ -91,6 +93,8 @@ def to_jsonable(value: Any, *, canonical: bool = False) -> Any:
         return _tagged("date", value.isoformat())
     if kind is decimal.Decimal:
         return _tagged("decimal", str(value))
+    if kind is PageRange:  # the password, if any, is never stored
+        return _tagged("pages", [value.path, value.first, value.last])
     # Subclasses of the basic types (IntEnum, StrEnum, ...) are stored as their base type.
     if isinstance(value, bool):
         return bool(value)
@@ -135,6 +139,9 @@ def from_jsonable(data: Any) -> Any:
             return decimal.Decimal(v)
         if kind == "float":
             return float(v)
+        if kind == "pages":
+            path, first, last = v
+            return PageRange(path, first, last)
         raise ValueError(f"unknown stored type tag {kind!r}; was this written by a newer shoal?")
     return data
 

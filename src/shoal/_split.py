@@ -18,7 +18,7 @@ import fnmatch
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -40,18 +40,27 @@ class Provenance:
         line: The line number in that file, from 1, when the piece is one line.
         span: ``(start, end)`` character offsets in the text, end excluded, for a text chunk.
         estimated: Whether a chunk's token size was estimated (no tokenizer was given).
+        pages: ``(first, last)`` page numbers, from 1, both included, for a chunk of a PDF.
     """
 
     source: str
     line: int | None = None
     span: tuple[int, int] | None = None
     estimated: bool = False
+    pages: tuple[int, int] | None = None
 
     def __str__(self) -> str:
         if self.line is not None:
             return f"{self.source}:{self.line}"
         if self.span is not None:
             return f"{self.source} chars {self.span[0]}-{self.span[1]}"
+        if self.pages is not None:
+            first, last = self.pages
+            return (
+                f"{self.source} page {first}"
+                if first == last
+                else (f"{self.source} pages {first}-{last}")
+            )
         return self.source
 
 
@@ -267,6 +276,91 @@ def text_chunks(
         if overlap:
             next_start = _back(text, start, end, overlap, measure)
         start = max(next_start, start + 1)
+
+
+@dataclass(frozen=True, slots=True)
+class PageRange:
+    """Pages ``first`` to ``last`` (from 1, both included) of a PDF: what :func:`pages` hands the
+    work. It is small and pickles, so the text is extracted by the worker, in parallel, not by
+    the splitter.
+    """
+
+    path: str
+    first: int
+    last: int
+    password: str | None = field(default=None, repr=False)
+
+    def page_texts(self) -> list[tuple[int, str]]:
+        """``(page number, text)`` for each page of the range (pypdf's text extraction)."""
+        reader = _open_pdf(self.path, self.password)
+        return [
+            (number, reader.pages[number - 1].extract_text() or "")
+            for number in range(self.first, self.last + 1)
+        ]
+
+    def text(self) -> str:
+        """The range's text, pages separated by form feeds (``\\f``)."""
+        return "\f".join(text for _, text in self.page_texts())
+
+    def __len__(self) -> int:
+        return self.last - self.first + 1
+
+
+def pages(
+    pdf_path: str | os.PathLike[str], per_chunk: int = 50, *, password: str | None = None
+) -> Iterator[Sourced[PageRange]]:
+    """A PDF as chunks of ``per_chunk`` pages (the last may be shorter), each a
+    :class:`PageRange` with provenance ``file pages 51-100``. Needs the ``shoal[pdf]`` extra
+    (pypdf).
+
+    Only the page count is read here; each worker extracts its own pages' text
+    (``chunk.text()`` or ``chunk.page_texts()``).
+
+    Raises:
+        shoal.ShoalError: pypdf is not installed (with the install command).
+        MalformedInput: the file is not a readable PDF (named, with the reason), before any
+            piece runs.
+    """
+    _check_size("per_chunk", per_chunk)
+    source = os.fspath(pdf_path)
+    count = len(_open_pdf(source, password).pages)
+    for first in range(1, count + 1, per_chunk):
+        last = min(first + per_chunk - 1, count)
+        yield Sourced(
+            PageRange(source, first, last, password), Provenance(source, pages=(first, last))
+        )
+
+
+def _open_pdf(path: str, password: str | None) -> Any:
+    try:
+        import pypdf
+    except ImportError:
+        from ._exceptions import ShoalError
+
+        raise ShoalError(
+            "shoal.split.pages() reads PDFs with pypdf, which is not installed: "
+            "pip install 'shoal[pdf]'"
+        ) from None
+    try:
+        reader = pypdf.PdfReader(path)
+        encrypted = reader.is_encrypted
+        opened = encrypted and password is not None and bool(reader.decrypt(password))
+        if not encrypted or opened:
+            len(reader.pages)  # reads the page tree now, so a broken file fails here
+    except FileNotFoundError:
+        raise MalformedInput(f"{path}: no such file; check the path") from None
+    except Exception as exc:
+        raise MalformedInput(
+            f"{path} is not a readable PDF ({type(exc).__name__}: {exc}); check the file"
+        ) from exc
+    if encrypted and password is None:
+        raise MalformedInput(
+            f"{path}: the PDF is encrypted; pass its password: "
+            "shoal.split.pages(path, password=...)"
+        )
+    if encrypted and not opened:
+        raise MalformedInput(f"{path}: the password given does not open this PDF")
+    return reader
 
 
 _BREAKS = ("\n\n", "\n", ". ", " ")

@@ -7,6 +7,7 @@
     shoal.split.chunks(seq, 100)            # slices of a sequence
     shoal.split.batches(iterable, 100)      # lists from any iterable
     shoal.split.text_chunks(text, 2000, overlap=200)   # a long text by tokens
+    shoal.split.pages("contract.pdf", per_chunk=50)    # a PDF by pages (the shoal[pdf] extra)
 
 The work receives the plain values; each outcome keeps ``provenance`` (``outcome.provenance``),
 and failures say where their input was.
@@ -16,6 +17,7 @@ from ._split import (
     CHARS_PER_TOKEN,
     Malformed,
     MalformedInput,
+    PageRange,
     Provenance,
     Sourced,
     batches,
@@ -24,6 +26,7 @@ from ._split import (
     files,
     jsonl,
     lines,
+    pages,
     text_chunks,
 )
 
@@ -31,6 +34,7 @@ __all__ = [
     "CHARS_PER_TOKEN",
     "Malformed",
     "MalformedInput",
+    "PageRange",
     "Provenance",
     "Sourced",
     "batches",
@@ -39,5 +43,6 @@ __all__ = [
     "files",
     "jsonl",
     "lines",
+    "pages",
     "text_chunks",
 ]
