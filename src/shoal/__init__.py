@@ -17,6 +17,7 @@ from ._job import Job, amap, map
 from ._limits import Limits, Rate
 from ._outcome import ErrorInfo, Failure, Outcome, Run, RunStats
 from ._plan import Plan, plan
+from ._report import Report
 from ._retry import Retry
 from ._usage import usage
 from ._version import __version__
@@ -30,6 +31,7 @@ __all__ = [
     "Outcome",
     "Plan",
     "Rate",
+    "Report",
     "Retry",
     "Run",
     "RunStats",

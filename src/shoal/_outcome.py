@@ -8,11 +8,14 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ._codec import to_plain
 from ._combine import Combined, Combiner
 from ._split import Provenance
+
+if TYPE_CHECKING:
+    from ._report import Report
 
 T = TypeVar("T")
 
@@ -173,6 +176,7 @@ class Run(Generic[T]):
     __slots__ = (
         "_combine",
         "_combined",
+        "_report",
         "_result",
         "_result_done",
         "completion_order",
@@ -199,6 +203,7 @@ class Run(Generic[T]):
         self.name = name
         self._combine = combine
         self._combined: Combined | None = None
+        self._report: Report | None = None
         self._result: Any = None
         self._result_done = False
 
@@ -241,6 +246,16 @@ class Run(Generic[T]):
         if self._combined is None:
             self._combined = self._combine.apply(self.outcomes)
         return self._combined
+
+    @property
+    def report(self) -> Report:
+        """The run as data (counts, latency, retries, failures, usage, a timeline), rendered by
+        ``print(run.report)``, ``run.report.save("report.html")`` and the like."""
+        if self._report is None:
+            from ._report import Report
+
+            self._report = Report.from_run(self)
+        return self._report
 
     def export(self, path: str | os.PathLike[str], *, format: str | None = None) -> Path:
         """Write the outcomes, in input order, to a file: JSON Lines or Parquet.
