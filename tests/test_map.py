@@ -228,7 +228,7 @@ def test_map_empty_input() -> None:
 
 
 def test_map_progress_plain_lines(capsys: pytest.CaptureFixture[str]) -> None:
-    """progress=True prints plain progress lines to stderr."""
+    """progress="plain" prints plain progress lines to stderr, and a summary at the end."""
 
     async def work(x: int) -> int:
         await asyncio.sleep(0.01)
@@ -240,8 +240,9 @@ def test_map_progress_plain_lines(capsys: pytest.CaptureFixture[str]) -> None:
     shoal.map(work, range(5), progress=progress)
     assert progress.done == 5
     assert progress.in_flight == 0
+    shoal.map(work, range(5), progress="plain")
     err = capsys.readouterr().err
-    assert "5 done, 0 failed, 0 in flight" in err
+    assert err.count("shoal work: finished in 0:00: 5 done, 0 failed") == 2
 
 
 @pytest.mark.parametrize(

@@ -447,8 +447,9 @@ def test_events_tell_the_whole_story(clock: FakeClock, events: EventLog) -> None
     work = Flaky(clock, {0: 1, 1: 5})
     retry = Retry(attempts=2, base_delay=1, jitter=False)
     Job(work, retry=retry).run([0, 1], clock=clock, rng=random.Random(0), subscribers=events)
-    story = [(type(e).__name__, e.time, e.index) for e in events.events]
+    story = [(type(e).__name__, e.time, getattr(e, "index", None)) for e in events.events]
     assert story == [
+        ("RunStarted", 0.0, None),
         ("AttemptStarted", 0.0, 0),
         ("AttemptStarted", 0.0, 1),
         ("RetryScheduled", 0.5, 0),
@@ -457,6 +458,7 @@ def test_events_tell_the_whole_story(clock: FakeClock, events: EventLog) -> None
         ("AttemptStarted", 1.5, 1),
         ("PieceSucceeded", 2.0, 0),
         ("PieceFailed", 2.0, 1),
+        ("RunFinished", 2.0, None),
     ]
     failed = events.of(PieceFailed)[0]
     assert (failed.attempt, failed.duration, failed.error_type) == (2, 0.5, "OSError")

@@ -53,6 +53,9 @@ R = TypeVar("R")
 
 Errors = Literal["raise", "return"]
 Items = Iterable[T] | AsyncIterable[T]
+# progress=: True (a live view on a terminal, plain lines elsewhere), "live", "plain", or a
+# subscriber of your own; None or False: none.
+Progress = bool | Literal["live", "plain"] | Subscriber | None
 
 
 def _check_timeout(timeout: object) -> float | None:
@@ -285,6 +288,7 @@ class Job(Generic[T, R]):
         journal: str | os.PathLike[str] | Journal | None = None,
         resume: bool = True,
         mode: str = "run",
+        progress: Progress = None,
     ) -> Scheduler:
         clock = clock if clock is not None else MonotonicClock()
         work: Callable[..., Any] = self.work
@@ -311,11 +315,12 @@ class Job(Generic[T, R]):
             backend=resolve(self.backend, self.work, cpu_bound=self.cpu_bound),
             clock=clock,
             rng=rng if rng is not None else random.Random(),
-            subscribers=_subscribers(subscribers),
+            subscribers=_subscribers(subscribers) + _progress_subscribers(progress),
             ordered=ordered,
             journal=session,
             piece_id=self.id,
             codec=self.codec,
+            name=self.name,
         )
 
     def fingerprint(self) -> str:
@@ -346,6 +351,7 @@ class Job(Generic[T, R]):
         clock: Clock | None = None,
         rng: random.Random | None = None,
         subscribers: Subscriber | Sequence[Subscriber] | None = None,
+        progress: Progress = None,
     ) -> Run[R]:
         """Run every item; return the :class:`Run` (see :meth:`run`)."""
         return await self._arun(
@@ -356,6 +362,7 @@ class Job(Generic[T, R]):
             clock=clock,
             rng=rng,
             subscribers=subscribers,
+            progress=progress,
         )
 
     async def _arun(
@@ -369,6 +376,7 @@ class Job(Generic[T, R]):
         rng: random.Random | None,
         subscribers: Subscriber | Sequence[Subscriber] | None,
         mode: str = "run",
+        progress: Progress = None,
     ) -> Run[R]:
         errors = _check_errors(errors)
         scheduler = self._scheduler(
@@ -380,6 +388,7 @@ class Job(Generic[T, R]):
             journal=journal,
             resume=resume,
             mode=mode,
+            progress=progress,
         )
         settled: list[Outcome[R]] = []
         with _flush_on_sigterm(enabled=journal is not None):
@@ -413,6 +422,7 @@ class Job(Generic[T, R]):
         clock: Clock | None = None,
         rng: random.Random | None = None,
         subscribers: Subscriber | Sequence[Subscriber] | None = None,
+        progress: Progress = None,
     ) -> Run[R]:
         """Run every item and wait for the end.
 
@@ -431,6 +441,9 @@ class Job(Generic[T, R]):
             clock: Where time comes from (``shoal.testing.FakeClock`` in tests).
             rng: The random source for backoff jitter (seed it for repeatable runs).
             subscribers: ``callable(event)`` observers of the run's events.
+            progress: ``True``: a live view on standard error when it is a terminal, a plain
+                line every few seconds otherwise; ``"live"`` or ``"plain"`` to choose; or a
+                ``callable(event)`` (e.g. ``shoal.progress.LiveProgress(console=...)``).
 
         Returns:
             The :class:`Run`: ``outcomes`` (input order), ``values``, ``failures``, ``result``,
@@ -449,6 +462,7 @@ class Job(Generic[T, R]):
                 clock=clock,
                 rng=rng,
                 subscribers=subscribers,
+                progress=progress,
             ),
             clock,
         )
@@ -519,6 +533,7 @@ class Job(Generic[T, R]):
         clock: Clock | None = None,
         rng: random.Random | None = None,
         subscribers: Subscriber | Sequence[Subscriber] | None = None,
+        progress: Progress = None,
     ) -> AsyncIterator[Outcome[R]]:
         """Yield each item's :class:`Outcome` as it settles (``ordered=True``: in input order).
 
@@ -535,6 +550,7 @@ class Job(Generic[T, R]):
             ordered=ordered,
             journal=journal,
             resume=resume,
+            progress=progress,
         )
         with _flush_on_sigterm(enabled=journal is not None):
             async with contextlib.aclosing(scheduler.batches()) as batches:
@@ -638,13 +654,16 @@ def _map_result(run: Run[Any], errors: Errors, ordered: bool) -> list[Any]:
 def _progress_subscribers(progress: object) -> tuple[Subscriber, ...]:
     if progress is None or progress is False:
         return ()
-    if progress is True:
-        from ._progress import PlainProgress
+    if progress is True or progress in ("live", "plain"):
+        from ._progress import progress_view  # rich is imported only when progress is on
 
-        return (PlainProgress(),)
+        return (progress_view(progress),)
     if callable(progress):
         return (progress,)
-    raise TypeError(f"progress={progress!r}: expected None, True, False or callable(event)")
+    raise TypeError(
+        f"progress={progress!r}: expected True (live on a terminal, plain lines elsewhere), "
+        "'live', 'plain', False, None or a callable(event)"
+    )
 
 
 @overload
@@ -661,7 +680,7 @@ async def amap(
     errors: Literal["raise"] = "raise",
     ordered: bool = True,
     backend: str | Backend = "auto",
-    progress: bool | Subscriber | None = None,
+    progress: Progress = None,
     journal: str | os.PathLike[str] | Journal | None = None,
     resume: bool = True,
 ) -> list[R]: ...
@@ -681,7 +700,7 @@ async def amap(
     errors: Literal["return"],
     ordered: bool = True,
     backend: str | Backend = "auto",
-    progress: bool | Subscriber | None = None,
+    progress: Progress = None,
     journal: str | os.PathLike[str] | Journal | None = None,
     resume: bool = True,
 ) -> list[R | Failure]: ...
@@ -701,7 +720,7 @@ async def amap(
     errors: Literal["raise"] = "raise",
     ordered: bool = True,
     backend: str | Backend = "auto",
-    progress: bool | Subscriber | None = None,
+    progress: Progress = None,
     journal: str | os.PathLike[str] | Journal | None = None,
     resume: bool = True,
 ) -> list[R]: ...
@@ -721,7 +740,7 @@ async def amap(
     errors: Literal["return"],
     ordered: bool = True,
     backend: str | Backend = "auto",
-    progress: bool | Subscriber | None = None,
+    progress: Progress = None,
     journal: str | os.PathLike[str] | Journal | None = None,
     resume: bool = True,
 ) -> list[R | Failure]: ...
@@ -740,7 +759,7 @@ async def amap(
     errors: Errors = "raise",
     ordered: bool = True,
     backend: str | Backend = "auto",
-    progress: bool | Subscriber | None = None,
+    progress: Progress = None,
     journal: str | os.PathLike[str] | Journal | None = None,
     resume: bool = True,
 ) -> list[Any]:
@@ -776,7 +795,7 @@ def map(
     errors: Literal["raise"] = "raise",
     ordered: bool = True,
     backend: str | Backend = "auto",
-    progress: bool | Subscriber | None = None,
+    progress: Progress = None,
     journal: str | os.PathLike[str] | Journal | None = None,
     resume: bool = True,
 ) -> list[R]: ...
@@ -796,7 +815,7 @@ def map(
     errors: Literal["return"],
     ordered: bool = True,
     backend: str | Backend = "auto",
-    progress: bool | Subscriber | None = None,
+    progress: Progress = None,
     journal: str | os.PathLike[str] | Journal | None = None,
     resume: bool = True,
 ) -> list[R | Failure]: ...
@@ -816,7 +835,7 @@ def map(
     errors: Literal["raise"] = "raise",
     ordered: bool = True,
     backend: str | Backend = "auto",
-    progress: bool | Subscriber | None = None,
+    progress: Progress = None,
     journal: str | os.PathLike[str] | Journal | None = None,
     resume: bool = True,
 ) -> list[R]: ...
@@ -836,7 +855,7 @@ def map(
     errors: Literal["return"],
     ordered: bool = True,
     backend: str | Backend = "auto",
-    progress: bool | Subscriber | None = None,
+    progress: Progress = None,
     journal: str | os.PathLike[str] | Journal | None = None,
     resume: bool = True,
 ) -> list[R | Failure]: ...
@@ -855,7 +874,7 @@ def map(
     errors: Errors = "raise",
     ordered: bool = True,
     backend: str | Backend = "auto",
-    progress: bool | Subscriber | None = None,
+    progress: Progress = None,
     journal: str | os.PathLike[str] | Journal | None = None,
     resume: bool = True,
 ) -> list[Any]:
@@ -875,7 +894,9 @@ def map(
             ``"return"``: failures come back as :class:`Failure` objects in their places.
         ordered: Results in input order (default) or in completion order.
         backend: ``"auto"``, ``"async"``, ``"thread"`` or a backend object.
-        progress: ``True`` for a plain progress line on stderr, or a ``callable(event)``.
+        progress: ``True``: a live view on standard error when it is a terminal (done, failed,
+            retrying, in flight, rate, ETA, limits), a plain line every few seconds otherwise;
+            ``"live"`` or ``"plain"`` to choose; or a ``callable(event)``. Off by default.
         journal: An SQLite file recording every piece: run again with the same file to resume
             (pieces settled before are read back, not run again).
         resume: ``False`` starts over in the journal file.

@@ -37,12 +37,14 @@ from typing import Any
 from ._clock import Clock
 from ._codec import Codec, JSONCodec, content_id
 from ._events import (
+    AnyEvent,
     AttemptStarted,
-    Event,
-    LimitChanged,
+    Counts,
     PieceFailed,
     PieceSucceeded,
     RetryScheduled,
+    RunFinished,
+    RunStarted,
     Subscriber,
     ThrottleWait,
 )
@@ -142,8 +144,13 @@ class Scheduler:
         journal: JournalSession | None = None,
         piece_id: Callable[[Any], Any] | None = None,
         codec: Codec | None = None,
+        name: str = "",
     ) -> None:
         self._work = work
+        self._name = name
+        self._limits = limits
+        # Told to RunStarted: how many items there are, if the input knows (a list, a range).
+        self._total = _length(items) if subscribers else None
         if isinstance(items, AsyncIterable):
             self._sync_iter: Iterator[Any] | None = None
             self._async_iter: AsyncIterator[Any] | None = aiter(items)
@@ -159,6 +166,8 @@ class Scheduler:
         self._clock = clock
         self._rng = rng
         self._subs = subscribers
+        # Who gets the two events every piece emits (see _events: `piece_events = False`).
+        self._piece_subs = subscribers
         self._ordered = ordered
 
         self._concurrency = limits.effective_concurrency
@@ -235,6 +244,8 @@ class Scheduler:
         self._t0 = clock.now()
         self._wall0 = clock.wall()
         self._offset = self._wall0 - self._t0  # clock reading + offset = seconds since the epoch
+        if self._subs:
+            self._emit_run_started()
         try:
             journal = self._journal
             lookups = False
@@ -275,7 +286,39 @@ class Scheduler:
                 self._status = "failed"
             raise
         finally:
-            await self._shutdown()
+            try:
+                await self._shutdown()
+            finally:
+                if self._subs:
+                    self._emit(RunFinished(clock.now() - self._t0, self._status, self.counts()))
+
+    def counts(self) -> Counts:
+        """The run's totals now (cheap: for progress views that sample them)."""
+        return Counts(
+            self.succeeded,
+            self.failed,
+            self.resumed,
+            self._in_flight,
+            self.attempts,
+            self.retries,
+            self.throttles,
+        )
+
+    def _emit_run_started(self) -> None:
+        limits = self._limits
+        self._emit(
+            RunStarted(
+                0.0,
+                self._total,
+                self._concurrency,
+                self._per_key,
+                ", ".join(str(r) for r in limits.rates) or None,
+                self._name,
+                self._key_fn is not None,
+                self.counts,
+            )
+        )
+        self._piece_subs = tuple(s for s in self._subs if getattr(s, "piece_events", True))
 
     def stats(self) -> RunStats:
         """Counts so far (final once ``batches()`` is exhausted)."""
@@ -801,8 +844,11 @@ class Scheduler:
         piece.attempt_start = started
         if piece.first_start < 0:
             piece.first_start = started
-        if self._subs:
-            self._emit(AttemptStarted(started - self._t0, piece.index, piece.key, piece.attempts))
+        if self._piece_subs:
+            self._emit(
+                AttemptStarted(started - self._t0, piece.index, piece.key, piece.attempts),
+                self._piece_subs,
+            )
         journal = self._journal
         if journal is not None and piece.attempts == 1 and piece.throttles == 0 and piece.id:
             try:
@@ -940,7 +986,7 @@ class Scheduler:
             self._record_settled(piece, first, end, encoded, None)
         self._release(piece, now)
         self.succeeded += 1
-        if self._subs:
+        if self._piece_subs:
             self._emit(
                 PieceSucceeded(
                     now - self._t0,
@@ -948,7 +994,8 @@ class Scheduler:
                     piece.key,
                     piece.attempts,
                     now - piece.attempt_start,
-                )
+                ),
+                self._piece_subs,
             )
         self._settle(
             Outcome(
@@ -1118,8 +1165,8 @@ class Scheduler:
 
     # ------------------------------------------------------------------ events
 
-    def _emit(self, event: Event | LimitChanged) -> None:
-        for subscriber in self._subs:
+    def _emit(self, event: AnyEvent, subscribers: tuple[Subscriber, ...] | None = None) -> None:
+        for subscriber in self._subs if subscribers is None else subscribers:
             try:
                 subscriber(event)
             except Exception as exc:  # a failing observer (a journal on a full disk) stops the run
@@ -1138,6 +1185,14 @@ def _load_usage(text: str | None) -> dict[str, float] | None:
     except ValueError:
         return None
     return loaded if isinstance(loaded, dict) else None
+
+
+def _length(items: object) -> int | None:
+    """``len(items)`` if it has one (a generator has none, and is never consumed here)."""
+    try:
+        return len(items)  # type: ignore[arg-type]
+    except Exception:  # no __len__, or one that fails: the total is just unknown
+        return None
 
 
 def _type_name(exc: BaseException) -> str:

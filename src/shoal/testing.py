@@ -20,12 +20,12 @@ import selectors
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-from ._events import Event, LimitChanged
+from ._events import AnyEvent, Event, LimitChanged, RunFinished, RunStarted
 
 __all__ = ["EventLog", "FakeClock"]
 
 T = TypeVar("T")
-E = TypeVar("E", bound=Event | LimitChanged)
+E = TypeVar("E", bound=Event | LimitChanged | RunStarted | RunFinished)
 
 
 class _VirtualSelector(selectors.DefaultSelector):
@@ -107,9 +107,9 @@ class EventLog:
     """A subscriber that keeps every event, for assertions."""
 
     def __init__(self) -> None:
-        self.events: list[Event | LimitChanged] = []
+        self.events: list[AnyEvent] = []
 
-    def __call__(self, event: Event | LimitChanged) -> None:
+    def __call__(self, event: AnyEvent) -> None:
         self.events.append(event)
 
     def of(self, kind: type[E]) -> list[E]:
