@@ -319,6 +319,9 @@ class Report:
             run: The run's id in the journal (1 for the first); the latest run by default. A
                 piece settled again by a later run shows only in the later run's report.
 
+        A resumed piece keeps the index it had in the run that settled it (the journal stores
+        no other); the in-memory report shows this run's index.
+
         Raises:
             shoal.journal.JournalError: the file is missing, not a shoal journal, or has no
                 such run.
