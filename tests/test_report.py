@@ -570,6 +570,8 @@ def opened(browser: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[d
     """The hostile report's page, opened from a file, with what the browser said and fetched."""
     path = tmp_path_factory.mktemp("html") / "report.html"
     _hostile_report().save(path)
+    raw = path.read_text(encoding="utf-8").lower()
+    assert "<script" not in raw and "<img" not in raw  # escaped everywhere, charts included
     page = browser.new_page()
     messages: list[tuple[str, str]] = []
     errors: list[str] = []

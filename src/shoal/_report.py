@@ -1335,7 +1335,17 @@ def _svg(fig: Any) -> str:
     fig.tight_layout()
     fig.savefig(buffer, format="svg", metadata={"Date": None})
     text = buffer.getvalue()
-    return text[text.index("<svg") :]
+    svg = text[text.index("<svg") :]
+    # matplotlib's SVG writer escapes every text it draws; this guard keeps it that way should
+    # a future version not (the page's CSP would still block scripts).
+    if _ACTIVE_SVG.search(svg):
+        raise ShoalError("a report chart came out with active content; please report this")
+    return svg
+
+
+_ACTIVE_SVG = re.compile(
+    r"<\s*(?:script|foreignObject|iframe|img|a)\b|<[^>]*\son\w+\s*=", re.IGNORECASE
+)
 
 
 _CSS = """
