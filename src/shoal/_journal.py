@@ -39,6 +39,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -184,12 +185,8 @@ class StoredPiece(NamedTuple):
     usage: str | None  # JSON: what the work reported with shoal.usage(), summed over attempts
 
 
-# Records gathered on the event loop's side (plain tuples: cheap to build there).
-_START = 0  # (kind, id, idx, key, item_json, started)
-_ATTEMPT = 1  # (kind, id, attempt, started, finished, outcome, error_type, error_message)
-_SETTLE = 2  # (kind, row tuple for _UPSERT_PIECE minus run_id)
 # What goes on the writer's queue.
-_BATCH = 3  # (kind, [records], settled pieces among them): written in one transaction
+_BATCH = 3  # (kind, piece rows, attempt rows, settled pieces among them): one transaction
 _CALL = 4  # (kind, fn, future): run fn(conn) in the writer thread; fn None: stop
 
 
@@ -213,7 +210,7 @@ def _insert_many(conn: sqlite3.Connection, sql: str, rows: list[tuple[Any, ...]]
     for start in range(0, len(rows), per):
         chunk = rows[start : start + per]
         statement = f"{head} VALUES {','.join([one] * len(chunk))} {tail}"
-        conn.execute(statement, [value for row in chunk for value in row])
+        conn.execute(statement, list(chain.from_iterable(chunk)))
 
 
 @functools.lru_cache(maxsize=8)
@@ -364,8 +361,14 @@ class JournalSession:
         self._conn: sqlite3.Connection | None = None
         self.enqueued_settled = 0
         self.committed_settled = 0
-        self._batch: list[tuple[Any, ...]] = []
-        self._batch_settled = 0
+        # Rows gathered on the event loop's side, ready to insert (run_id included), handed to
+        # the writer a batch at a time.
+        self._settled_rows: list[tuple[Any, ...]] = []
+        self._attempt_rows: list[tuple[Any, ...]] = []
+        # Pieces started since the last hand-over and not settled yet: written as "running"
+        # at the hand-over. A piece that starts and settles between two hand-overs (most of
+        # them) costs one row, its settled one.
+        self._running: dict[str, tuple[int, str, str | None, float]] = {}
         self._hand_over_timer: asyncio.TimerHandle | None = None
         self._lookup_states: tuple[str, ...] = ("done",) if mode == "retry" else SETTLED_STATES
         # On resume: every settled piece, by id, when there are few enough to hold in memory.
@@ -404,7 +407,9 @@ class JournalSession:
             await asyncio.get_running_loop().run_in_executor(None, thread.join)
 
     def started(self, piece_id: str, index: int, key: str, item: str | None, at: float) -> None:
-        self._add((_START, piece_id, index, key, item, at))
+        self._running[piece_id] = (index, key, item, at)
+        if self._hand_over_timer is None:
+            self._arm()
 
     def attempt_ended(
         self,
@@ -416,39 +421,51 @@ class JournalSession:
         error_type: str | None,
         error_message: str | None,
     ) -> None:
-        self._add(
-            (_ATTEMPT, piece_id, attempt, started, finished, outcome, error_type, error_message)
+        self._attempt_rows.append(
+            (piece_id, attempt, started, finished, outcome, error_type, error_message, self.run_id)
         )
+        if self._hand_over_timer is None:
+            self._arm()
 
     def settled(self, row: tuple[Any, ...]) -> None:
         """``row``: (id, idx, key, provenance, item, state, attempts, throttles, started,
-        finished, result, error_type, error_message, error_traceback, usage)."""
+        finished, result, error_type, error_message, error_traceback, usage, run_id)."""
         self.enqueued_settled += 1
-        self._add((_SETTLE, row))
-        self._batch_settled += 1
-        if self._batch_settled >= self.options.commit_every:
+        rows = self._settled_rows
+        rows.append(row)
+        self._running.pop(row[0], None)
+        if len(rows) >= self.options.commit_every:
             self._hand_over()
+        elif self._hand_over_timer is None:
+            self._arm()
 
-    def _add(self, record: tuple[Any, ...]) -> None:
-        # Records gather here, on the event loop's side, and go to the writer a batch at a
-        # time: waking the writer for every record would hand the GIL back and forth between
-        # the two threads thousands of times a second.
-        self._batch.append(record)
-        if self._hand_over_timer is None:
-            assert self._loop is not None
-            self._hand_over_timer = self._loop.call_later(
-                self.options.commit_interval, self._hand_over
-            )
+    def _arm(self) -> None:
+        # Rows gather here, on the event loop's side, and go to the writer a batch at a time:
+        # waking the writer for every row would hand the GIL back and forth between the two
+        # threads thousands of times a second.
+        assert self._loop is not None
+        self._hand_over_timer = self._loop.call_later(self.options.commit_interval, self._hand_over)
 
     def _hand_over(self) -> None:
-        """Give the gathered records to the writer: one batch, one commit."""
+        """Give the gathered rows to the writer: one batch, one commit."""
         if self._hand_over_timer is not None:
             self._hand_over_timer.cancel()
             self._hand_over_timer = None
-        if self._batch:
-            self._queue.put((_BATCH, self._batch, self._batch_settled))
-            self._batch = []
-            self._batch_settled = 0
+        settled = self._settled_rows
+        if not (settled or self._attempt_rows or self._running):
+            return
+        rows = settled
+        if self._running:
+            run_id = self.run_id
+            rows = settled + [
+                (pid, idx, key, None, item, "running", 0, 0, at, None, None, None, None, None,
+                 None, run_id)
+                for pid, (idx, key, item, at) in self._running.items()
+            ]  # fmt: skip
+            self._running = {}
+        self._queue.put((_BATCH, rows, self._attempt_rows, len(settled)))
+        self._settled_rows = []
+        self._attempt_rows = []
 
     def _call(self, fn: Callable[[sqlite3.Connection], Any]) -> asyncio.Future[Any]:
         assert self._loop is not None
@@ -476,15 +493,13 @@ class JournalSession:
 
     def _writer(self) -> None:
         get = self._queue.get
-        run_id = 0
         while True:
             record = get()
             if record[0] == _BATCH:
-                _, batch, settled = record
+                _, pieces, attempts, settled = record
                 if self.error is None:
-                    run_id = self.run_id
                     try:
-                        self._commit(*self._rows(batch, run_id))
+                        self._commit(pieces, attempts)
                     except BaseException as exc:  # a full disk, a vanished file
                         self.error = exc
                         self._report_error(exc)
@@ -509,31 +524,6 @@ class JournalSession:
             self._conn.close()
             self._conn = None
 
-    @staticmethod
-    def _rows(
-        batch: list[tuple[Any, ...]], run_id: int
-    ) -> tuple[dict[str, tuple[Any, ...]], list[tuple[Any, ...]]]:
-        """A batch of records as the rows to write: one per piece (its latest state), and the
-        ended attempts."""
-        pieces: dict[str, tuple[Any, ...]] = {}
-        attempts: list[tuple[Any, ...]] = []
-        for record in batch:
-            kind = record[0]
-            if kind == _SETTLE:
-                row = record[1]
-                pieces[row[0]] = (*row, run_id)
-            elif kind == _START:
-                _, pid, idx, key, item, at = record
-                current = pieces.get(pid)
-                if current is None or current[5] == "running":
-                    pieces[pid] = (
-                        pid, idx, key, None, item, "running", 0, 0, at, None, None, None, None,
-                        None, None, run_id,
-                    )  # fmt: skip
-            else:
-                attempts.append((*record[1:], run_id))
-        return pieces, attempts
-
     def _report_error(self, exc: BaseException) -> None:
         exc.add_note(f"(while writing the journal {self.path})")
         if self.on_error is not None and self._loop is not None:
@@ -541,12 +531,12 @@ class JournalSession:
             with contextlib.suppress(RuntimeError):
                 self._loop.call_soon_threadsafe(callback, exc)
 
-    def _commit(self, pieces: dict[str, tuple[Any, ...]], attempts: list[tuple[Any, ...]]) -> None:
+    def _commit(self, pieces: list[tuple[Any, ...]], attempts: list[tuple[Any, ...]]) -> None:
         conn = self._conn
         assert conn is not None
         with conn:  # one transaction: all of it or none of it
             if pieces:
-                _insert_many(conn, _UPSERT_PIECE, list(pieces.values()))
+                _insert_many(conn, _UPSERT_PIECE, pieces)
             if attempts:
                 _insert_many(conn, _INSERT_ATTEMPT, attempts)
 

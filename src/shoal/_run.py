@@ -949,6 +949,7 @@ class Scheduler:
                 None if error is None else error.message,
                 None if error is None else error.traceback,
                 None if piece.usage is None else json.dumps(piece.usage),
+                self._journal.run_id,
             )
         )
 
