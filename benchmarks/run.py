@@ -30,6 +30,7 @@ import bench_efficiency
 import bench_journal
 import bench_memory
 import bench_overhead
+import bench_progress
 import bench_rate
 from common import Result, result_section, summary_table
 
@@ -52,6 +53,7 @@ WORKLOADS = {
         Workload(bench_rate.NAME, bench_rate.DEFAULT_REPEAT, bench_rate.run),
         Workload(bench_memory.NAME, bench_memory.DEFAULT_REPEAT, bench_memory.run),
         Workload(bench_journal.NAME, bench_journal.DEFAULT_REPEAT, bench_journal.run),
+        Workload(bench_progress.NAME, bench_progress.DEFAULT_REPEAT, bench_progress.run),
         *(Workload(name, repeat, run) for name, repeat, run in bench_backends.WORKLOADS),
     )
 }
