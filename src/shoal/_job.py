@@ -352,6 +352,7 @@ class Job(Generic[T, R]):
         rng: random.Random | None = None,
         subscribers: Subscriber | Sequence[Subscriber] | None = None,
         progress: Progress = None,
+        on_interrupt: Callable[[int], object] | None = None,
     ) -> Run[R]:
         """Run every item; return the :class:`Run` (see :meth:`run`)."""
         return await self._arun(
@@ -363,6 +364,7 @@ class Job(Generic[T, R]):
             rng=rng,
             subscribers=subscribers,
             progress=progress,
+            on_interrupt=on_interrupt,
         )
 
     async def _arun(
@@ -377,6 +379,7 @@ class Job(Generic[T, R]):
         subscribers: Subscriber | Sequence[Subscriber] | None,
         mode: str = "run",
         progress: Progress = None,
+        on_interrupt: Callable[[int], object] | None = None,
     ) -> Run[R]:
         errors = _check_errors(errors)
         scheduler = self._scheduler(
@@ -391,7 +394,10 @@ class Job(Generic[T, R]):
             progress=progress,
         )
         settled: list[Outcome[R]] = []
-        with _flush_on_sigterm(enabled=journal is not None):
+        with (
+            _flush_on_sigterm(enabled=journal is not None),
+            _drain_on_sigint(scheduler, on_interrupt),
+        ):
             async for batch in scheduler.batches():
                 settled.extend(batch)
         if self.batch_size is not None:  # limited mode: one outcome per item, not per group
@@ -423,6 +429,7 @@ class Job(Generic[T, R]):
         rng: random.Random | None = None,
         subscribers: Subscriber | Sequence[Subscriber] | None = None,
         progress: Progress = None,
+        on_interrupt: Callable[[int], object] | None = None,
     ) -> Run[R]:
         """Run every item and wait for the end.
 
@@ -441,6 +448,13 @@ class Job(Generic[T, R]):
             clock: Where time comes from (``shoal.testing.FakeClock`` in tests).
             rng: The random source for backoff jitter (seed it for repeatable runs).
             subscribers: ``callable(event)`` observers of the run's events.
+            on_interrupt: ``callable(presses)``: makes Ctrl-C drain the run instead of
+                stopping it at once. At the first Ctrl-C no piece starts any more and those in
+                flight finish; at the second, they are cancelled. Either way everything settled
+                is committed to the journal, then ``KeyboardInterrupt`` is raised, and a run
+                with the same journal resumes where this one stopped. It is called at each
+                Ctrl-C with the count so far (to say what is happening). Only on the main
+                thread, where the event loop supports signal handlers.
             progress: ``True``: a live view on standard error when it is a terminal, a plain
                 line every few seconds otherwise; ``"live"`` or ``"plain"`` to choose; or a
                 ``callable(event)`` (e.g. ``shoal.progress.LiveProgress(console=...)``).
@@ -463,6 +477,7 @@ class Job(Generic[T, R]):
                 rng=rng,
                 subscribers=subscribers,
                 progress=progress,
+                on_interrupt=on_interrupt,
             ),
             clock,
         )
@@ -476,6 +491,7 @@ class Job(Generic[T, R]):
         clock: Clock | None = None,
         rng: random.Random | None = None,
         subscribers: Subscriber | Sequence[Subscriber] | None = None,
+        on_interrupt: Callable[[int], object] | None = None,
     ) -> Run[R]:
         """Run the pieces that failed in ``journal`` again; the others are read back.
 
@@ -483,13 +499,20 @@ class Job(Generic[T, R]):
             journal: The journal of an earlier run of this job.
             items: The input again. Without it, the items stored in the journal are used (every
                 item that could be stored as JSON is).
+            on_interrupt: Ctrl-C drains the run (see :meth:`run`).
 
         Returns:
             The :class:`Run` of every piece in the journal (or in ``items``).
         """
         return run_sync(
             lambda: self.aretry_failed(
-                journal, items=items, errors=errors, clock=clock, rng=rng, subscribers=subscribers
+                journal,
+                items=items,
+                errors=errors,
+                clock=clock,
+                rng=rng,
+                subscribers=subscribers,
+                on_interrupt=on_interrupt,
             ),
             clock,
         )
@@ -503,6 +526,7 @@ class Job(Generic[T, R]):
         clock: Clock | None = None,
         rng: random.Random | None = None,
         subscribers: Subscriber | Sequence[Subscriber] | None = None,
+        on_interrupt: Callable[[int], object] | None = None,
     ) -> Run[R]:
         """``await``-able :meth:`retry_failed`."""
         options = Journal.of(journal)
@@ -521,6 +545,7 @@ class Job(Generic[T, R]):
             rng=rng,
             subscribers=subscribers,
             mode="retry",
+            on_interrupt=on_interrupt,
         )
 
     async def stream(
@@ -591,6 +616,49 @@ def _flush_on_sigterm(*, enabled: bool) -> Iterator[None]:
         loop.remove_signal_handler(signal.SIGTERM)
         if received:
             signal.raise_signal(signal.SIGTERM)  # the default action: end the process
+
+
+@contextlib.contextmanager
+def _drain_on_sigint(
+    scheduler: Scheduler, on_interrupt: Callable[[int], object] | None
+) -> Iterator[None]:
+    """With ``on_interrupt``, Ctrl-C drains the run (``scheduler.drain()``) and a second one
+    cancels what is in flight; then ``KeyboardInterrupt`` is raised, once the scheduler has shut
+    down and committed everything settled. Without it, or off the main thread, Ctrl-C does what
+    it always does."""
+    if on_interrupt is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    previous = signal.getsignal(signal.SIGINT)
+    presses: list[int] = []
+
+    def on_sigint() -> None:
+        presses.append(1)
+        if len(presses) == 1:
+            scheduler.drain()
+        elif len(presses) == 2 and task is not None:
+            task.cancel()
+        on_interrupt(len(presses))
+
+    try:
+        loop.add_signal_handler(signal.SIGINT, on_sigint)
+    except (NotImplementedError, RuntimeError, ValueError):  # no signal support on this loop
+        yield
+        return
+    try:
+        yield
+    except asyncio.CancelledError:
+        if len(presses) < 2 or task is None:
+            raise
+        task.uncancel()  # cancelled by the second Ctrl-C: say so as Ctrl-C does
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)  # asyncio.Runner's own, for instance
+    if presses:
+        raise KeyboardInterrupt
 
 
 def run_sync(make: Callable[[], Awaitable[T]], clock: Clock | None) -> T:

@@ -2,7 +2,8 @@
 
 What is stored (schema version 1)::
 
-    meta     key/value: app = "shoal", schema_version
+    meta     key/value: app = "shoal", schema_version, and what the caller stored with
+             ``Journal(meta=...)``, as JSON (the command line: how to run the job again)
     runs     one row per run: job name, fingerprint, configuration, shoal version, start, end,
              status (running, finished, interrupted, failed), process id, mode
     pieces   one row per piece id: index, key, provenance, the item (JSON), state (running, done,
@@ -37,8 +38,8 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -115,6 +116,9 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 
 SETTLED_STATES = ("done", "failed")
 
+# Meta keys of shoal's own; the others are the caller's (``Journal(meta=...)``).
+_RESERVED_META = frozenset(("app", "schema_version"))
+
 # The columns of a StoredPiece, in order.
 _STORED_COLUMNS = (
     "id, idx, key, state, attempts, throttles, started, finished, result, error_type, "
@@ -137,12 +141,17 @@ class Journal:
         preload: On resume, up to this many settled pieces are read into memory at once (the
             fastest way; about 200 bytes each plus their results). A journal with more is
             looked up in chunks as the items arrive instead, in bounded memory.
+        meta: Key/values (JSON data) to store in the journal's meta table when a run opens it,
+            after every check has passed; read them back with :func:`read_meta`. The command
+            line stores there how to run the job again (``shoal retry``). Never put secrets
+            here: anyone who can read the file can read them.
     """
 
     path: str | os.PathLike[str]
     commit_every: int = 500
     commit_interval: float = 0.5
     preload: int = 1_000_000
+    meta: Mapping[str, Any] | None = field(default=None, hash=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.commit_every, bool) or not isinstance(self.commit_every, int):
@@ -157,6 +166,21 @@ class Journal:
             raise ValueError(
                 f"Journal(commit_interval={self.commit_interval!r}): must be seconds > 0"
             )
+        if self.meta is not None:
+            if not isinstance(self.meta, Mapping):
+                raise TypeError(f"Journal(meta={self.meta!r}): expected a dict of JSON data")
+            for key, value in self.meta.items():
+                if not isinstance(key, str) or key in _RESERVED_META:
+                    raise ValueError(
+                        f"Journal(meta=...): the key {key!r} cannot be used; keys are strings "
+                        f"other than {', '.join(sorted(_RESERVED_META))}"
+                    )
+                try:
+                    json.dumps(value)
+                except (TypeError, ValueError) as exc:
+                    raise TypeError(
+                        f"Journal(meta=...): the value of {key!r} is not JSON data ({exc})"
+                    ) from exc
 
     @classmethod
     def of(cls, journal: str | os.PathLike[str] | Journal) -> Journal:
@@ -584,6 +608,8 @@ class JournalSession:
                 ),
             )
             self.run_id = int(cursor.lastrowid or 0)
+            for key, value in (self.options.meta or {}).items():
+                conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
             # One scan tells whether anything is settled and, when there are few enough rows,
             # reads them all: a resume then needs no more trips to this thread.
             states = self._lookup_states
@@ -701,6 +727,31 @@ def read_status(path: str | os.PathLike[str]) -> JournalStatus:
         )
     finally:
         conn.close()
+
+
+def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """What runs stored in a journal's meta table with ``Journal(meta=...)`` (the latest value
+    of each key), decoded from JSON. Safe while a run is writing.
+
+    Raises:
+        JournalError: the file is missing or not a shoal journal.
+    """
+    path = os.fspath(path)
+    read_status(path)  # the same checks and messages as `shoal status`
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30.0)
+    try:
+        rows = conn.execute("SELECT key, value FROM meta").fetchall()
+    finally:
+        conn.close()
+    found: dict[str, Any] = {}
+    for key, value in rows:
+        if key in _RESERVED_META:
+            continue
+        try:
+            found[str(key)] = json.loads(value)
+        except ValueError:
+            continue  # not ours to read
+    return found
 
 
 # ---------------------------------------------------------------------- identity

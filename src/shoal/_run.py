@@ -225,6 +225,7 @@ class Scheduler:
         self._closing = False
         self._filling = False
         self._backend_started = False
+        self._draining = False  # drain(): start nothing more, end when nothing is in flight
 
         self.attempts = 0
         self.retries = 0
@@ -275,6 +276,8 @@ class Scheduler:
                     self._fill()
                     yield batch
                     continue
+                if self._draining and self._in_flight == 0:
+                    break  # drained: what never started stays for a resume ("interrupted")
                 if self._exhausted and self._unsettled == 0 and not self._reorder:
                     self._status = "finished"
                     break
@@ -319,6 +322,18 @@ class Scheduler:
             )
         )
         self._piece_subs = tuple(s for s in self._subs if getattr(s, "piece_events", True))
+
+    def drain(self) -> None:
+        """Stop early but gently: start no more pieces (nor retries), let the attempts in flight
+        end, then end the run; its journal records it as interrupted, so a resume does the rest.
+        Safe to call from a signal handler on the run's loop (Ctrl-C on the command line)."""
+        self._draining = True
+        self._notify()
+
+    @property
+    def draining(self) -> bool:
+        """Whether :meth:`drain` was called."""
+        return self._draining
 
     def stats(self) -> RunStats:
         """Counts so far (final once ``batches()`` is exhausted)."""
@@ -644,7 +659,7 @@ class Scheduler:
 
     def _take(self) -> _Piece | None:
         """The next piece that may start now, counted as started; ``None`` if there is none."""
-        if self._in_flight >= self._concurrency or self._closing:
+        if self._in_flight >= self._concurrency or self._closing or self._draining:
             return None
         journal = self._journal
         if journal is not None and journal.backlog >= self._journal_limit:
@@ -900,6 +915,8 @@ class Scheduler:
 
     def _release(self, piece: _Piece, now: float) -> None:
         self._in_flight -= 1
+        if self._draining and not self._in_flight:
+            self._notify()  # the last attempt in flight ended: the drained run can end
         if self._per_key is not None:
             self._keys[piece.key].in_flight -= 1
             if piece.key in self._parked:

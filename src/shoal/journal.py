@@ -5,6 +5,7 @@ same file does only what is left. This module holds the options and the readers:
 
     shoal.journal.Journal("run.db", commit_every=500, commit_interval=0.5)
     shoal.journal.read_status("run.db")       # counts by state, last errors: safe while running
+    shoal.journal.read_meta("run.db")         # what runs stored with Journal(meta=...)
     shoal.journal.JSONCodec(), PickleCodec()  # how results are stored (JSON by default)
 
 Make work idempotent where you can: a piece that was running when the process died runs again
@@ -19,6 +20,7 @@ from ._journal import (
     JournalError,
     JournalStatus,
     StoredPiece,
+    read_meta,
     read_status,
 )
 
@@ -32,5 +34,6 @@ __all__ = [
     "PickleCodec",
     "StoredPiece",
     "content_id",
+    "read_meta",
     "read_status",
 ]
