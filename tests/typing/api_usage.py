@@ -10,7 +10,15 @@ import asyncio
 from typing import assert_type
 
 import shoal
+from shoal.events import AnyEvent, RunStarted
 from shoal.journal import Journal
+from shoal.progress import LiveProgress, PlainProgress
+
+
+def on_event(event: AnyEvent) -> None:
+    if isinstance(event, RunStarted):
+        assert_type(event.total, int | None)
+        assert_type(event.counts().settled, int)
 
 
 async def fetch(url: str) -> bytes:
@@ -31,6 +39,9 @@ def check() -> None:
     assert_type(shoal.map(parse, ["a"]), list[int])
     assert_type(shoal.map(parse, ["a"], errors="return"), list[int | shoal.Failure])
     assert_type(shoal.map(fetch, ["a"], rate="10/s", retries=2, journal="run.db"), list[bytes])
+    assert_type(shoal.map(fetch, ["a"], progress=True), list[bytes])
+    assert_type(shoal.map(fetch, ["a"], progress="plain"), list[bytes])
+    assert_type(shoal.map(fetch, ["a"], progress=on_event), list[bytes])
 
     job = shoal.Job(fetch, limits=shoal.Limits(concurrency=4), retry=shoal.Retry(attempts=2))
     assert_type(job, shoal.Job[str, bytes])
@@ -40,6 +51,9 @@ def check() -> None:
     assert_type(run.outcomes[0], shoal.Outcome[bytes])
     assert_type(run.failures, list[shoal.Failure])
     assert_type(run.stats.resumed, int)
+    assert_type(job.run(["x"], progress="live", subscribers=on_event), shoal.Run[bytes])
+    assert_type(job.run(["x"], progress=LiveProgress(refresh_per_second=2)), shoal.Run[bytes])
+    assert_type(job.run(["x"], progress=PlainProgress(every=10)), shoal.Run[bytes])
 
     cpu_job = shoal.Job(parse, cpu_bound=True, backend="process")
     assert_type(cpu_job, shoal.Job[str, int])
