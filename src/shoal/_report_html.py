@@ -69,7 +69,10 @@ def _charts(report: Report) -> dict[str, str]:
             twin.set_ylim(bottom=0)
             handles = ax.get_legend_handles_labels()
             more = twin.get_legend_handles_labels()
-            ax.legend(handles[0] + more[0], handles[1] + more[1], loc="upper right", fontsize=8)
+            ax.legend(
+                handles[0] + more[0], handles[1] + more[1], fontsize=8, frameon=False, ncols=3,
+                loc="upper center", bbox_to_anchor=(0.5, -0.22),
+            )  # fmt: skip
             ax.set_xlabel(f"seconds since start ({_secs(t.bucket)} buckets)")
         else:
             _empty(ax, "no pieces ran in this run")
@@ -81,19 +84,26 @@ def _charts(report: Report) -> dict[str, str]:
         ax = fig.add_subplot()
         lat = report.latency
         if lat is not None and lat.histogram:
-            lows = [lo for lo, _, _ in lat.histogram]
-            widths = [max(hi - lo, lat.max * 0.01 or 0.001) for lo, hi, _ in lat.histogram]
-            ax.bar(
-                lows, [n for _, _, n in lat.histogram], width=widths, align="edge",
-                color="#2f5d8a", label="pieces",
-            )  # fmt: skip
+            counts = [n for _, _, n in lat.histogram]
+            if len(lat.histogram) == 1:  # every piece took the same time: one bar, centred
+                value = lat.histogram[0][0]
+                span = max(abs(value) * 0.1, 0.001)
+                ax.bar([value], counts, width=span * 0.5, color="#2f5d8a", label="pieces")
+                ax.set_xlim(value - span * 2, value + span * 2)
+            else:
+                ax.bar(
+                    [lo for lo, _, _ in lat.histogram], counts,
+                    width=[hi - lo for lo, hi, _ in lat.histogram], align="edge",
+                    color="#2f5d8a", label="pieces",
+                )  # fmt: skip
+            ax.yaxis.set_major_locator(MaxNLocator(integer=True))
             for label, value, colour in (
                 ("p50", lat.p50, "#4c9a6a"),
                 ("p90", lat.p90, "#d1a33b"),
                 ("p99", lat.p99, "#c8553d"),
             ):
                 ax.axvline(value, color=colour, linestyle="--", label=f"{label} {_secs(value)}")
-            ax.legend(fontsize=8)
+            ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
             ax.set_xlabel("piece duration (s)")
             ax.set_ylabel("pieces")
         else:
@@ -122,7 +132,7 @@ def _charts(report: Report) -> dict[str, str]:
             ax.set_yticks(ys, [_chart_label(c) for c in shown], parse_math=False)
             ax.set_ylim(-0.8, len(shown) - 0.2)
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-            ax.legend(fontsize=8, loc="lower right")
+            ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
             ax.set_xlabel("count")
         else:
             _empty(ax, "no failures and no retries")
