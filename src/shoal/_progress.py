@@ -436,9 +436,10 @@ class LiveProgress(_View):
         from rich.errors import LiveError
         from rich.live import Live
 
-        live = Live(self.renderable(0.0), console=self.console, auto_refresh=False, transient=True)
+        # The first frame comes at the first tick: a run shorter than that draws nothing.
+        live = Live("", console=self.console, auto_refresh=False, transient=True)
         try:
-            live.start(refresh=True)
+            live.start()
         except LiveError:  # another live view holds this console: just the summary, then
             return
         self._live = live
@@ -447,6 +448,7 @@ class LiveProgress(_View):
         live, self._live = self._live, None
         try:
             if live is not None:
+                live.update("")  # stop() draws once more, then erases it: draw nothing
                 live.stop()  # erases the view, shows the cursor, puts stdout/stderr back
         finally:
             self.console.print(self.summary(), highlight=False, markup=False)
