@@ -6,6 +6,7 @@ Every job file here is written into the test's own folder; the runs are small an
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import signal
@@ -370,6 +371,53 @@ def test_input_kinds_csv_text_folder_and_job_names(
     assert meta["total"] == 2
 
 
+def test_retry_after_standard_input_uses_the_stored_items(
+    folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Standard input cannot be read twice: `shoal retry` runs the failed pieces from the items
+    the journal stored."""
+    (folder / "FAIL").write_text("2")
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"1\n2\n3\n")))
+    assert main(["run", "job.py", "--input", "-", "--quiet"]) == 1
+    (folder / "FAIL").unlink()
+    (folder / "ran.log").unlink()
+    assert main(["retry", "squares.shoal.db", "--quiet", "--out", "o.jsonl"]) == 0
+    assert ran(folder) == [2]
+    assert [r["value"] for r in records(folder / "o.jsonl")] == [1, 4, 9]
+
+
+def test_items_that_raise_mid_run_stop_it_with_exit_2(
+    folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """items() that raises while the run pulls it: exit 2 naming the job file and line; what
+    settled is kept, and the same command resumes once it is fixed."""
+    write(
+        folder / "gen.py",
+        """
+        import os
+        import shoal
+
+        def work(n):
+            return n
+
+        job = shoal.Job(work, name="gen")
+
+        def items():
+            for n in range(5):
+                if n == 3 and not os.path.exists("fixed"):
+                    raise RuntimeError("the source went away")
+                yield n
+        """,
+    )
+    assert main(["run", "gen.py", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "RuntimeError at line 13 in gen.py: the source went away" in err
+    assert "Traceback" not in err
+    (folder / "fixed").touch()
+    assert main(["run", "gen.py", "--quiet", "--out", "o.jsonl"]) == 0
+    assert [r["value"] for r in records(folder / "o.jsonl")] == [0, 1, 2, 3, 4]
+
+
 def test_library_on_interrupt_drains_and_resumes(tmp_path: Path) -> None:
     """Job.run(on_interrupt=...): the first Ctrl-C lets the pieces in flight finish, then
     KeyboardInterrupt; the journal then resumes with every piece run exactly once."""
@@ -530,6 +578,9 @@ def test_sigint_then_resume_loses_and_duplicates_nothing(
     assert "resume (from this folder): shoal run job.py --concurrency 4 --out out.jsonl" in err
     assert "Traceback" not in err
     assert not (folder / "out.jsonl").exists()
+    shown = shoal_cmd("status", "squares.shoal.db", cwd=folder).stdout
+    assert "interrupted" in shown
+    assert f"resume:   shoal run {folder / 'job.py'} --concurrency 4 --journal" in shown
     status = read_status(folder / "squares.shoal.db")
     assert status.run_status == "interrupted"
     first = ran(folder)

@@ -951,10 +951,13 @@ def _execute(
         raise CliError(_journal_hint(str(exc)), exc) from None
     except MalformedInput as exc:
         raise CliError(str(exc), exc) from None
-    except (UnicodeDecodeError, OSError) as exc:
+    except Exception as exc:  # the run itself stopped: the items raised, a subscriber failed...
+        notes = " ".join(getattr(exc, "__notes__", ()))
+        kept = f"what settled is kept in {journal}" if journal else "nothing was journaled"
         raise CliError(
-            f"the input could not be read ({type(exc).__name__}: {exc}); fix it and run the "
-            "same command again (what ran is kept" + (f" in {journal})" if journal else ")"),
+            f"the run stopped: {type(exc).__name__}{_at_line(exc, Path(jobfile))} in {jobfile}"
+            f": {exc}{' ' + notes if notes else ''}; {kept}. Fix the cause and run the same "
+            "command again (--debug shows the traceback)",
             exc,
         ) from None
     if args.out:
@@ -1141,12 +1144,39 @@ def _cmd_status(args: argparse.Namespace, argv: list[str]) -> int:
             print(f"ETA:      {_secs(left / rate)} ({left:,} left)")
         else:
             print(f"ETA:      not running ({left:,} left; `shoal run` again to resume)")
+    if status.run_status != "running" and isinstance(meta, dict):
+        left_over = counts.get("pending", 0) + counts.get("running", 0)
+        if status.run_status == "interrupted" or left_over:
+            print(f"resume:   {_resume_from_meta(meta, path)}")
     if errors:
         print("last errors:")
         for idx, provenance, etype, message in errors:
             where = f" {provenance}" if provenance else ""
             print(f"  #{idx}{where}: {_truncate(_error_line(etype, message, provenance), 160)}")
     return OK
+
+
+def _resume_from_meta(meta: dict[str, Any], journal: str) -> str:
+    """The `shoal run` command that resumes the run a journal's meta describes."""
+    spec = str(meta.get("jobfile", "JOBFILE"))
+    if meta.get("name"):
+        spec += f":{meta['name']}"
+    command = ["shoal", "run", spec]
+    source = meta.get("input")
+    if isinstance(source, str):
+        cwd = meta.get("cwd")
+        if source != "-" and isinstance(cwd, str):
+            source = os.path.join(cwd, source)
+        command += ["--input", source]
+        if meta.get("input_format"):
+            command += ["--input-format", str(meta["input_format"])]
+    for name, value in (meta.get("overrides") or {}).items():
+        flag = "--" + name.replace("_", "-")
+        for one in value if isinstance(value, list) else [value]:
+            command += [flag, str(one)]
+    command += ["--journal", os.path.abspath(journal)]
+    text = shlex.join(command)
+    return f"(the same input) | {text}" if source == "-" else text
 
 
 def _cmd_report(args: argparse.Namespace, argv: list[str]) -> int:
