@@ -19,6 +19,7 @@ PUBLIC = {
     "Outcome",
     "Plan",
     "Rate",
+    "Report",
     "Retry",
     "Run",
     "RunStats",
@@ -106,3 +107,24 @@ def test_outcome_unwrap() -> None:
         run.outcomes[1].unwrap()
     assert "1 succeeded, 1 failed" in repr(run)
     assert not run.ok
+
+
+def test_outcome_is_a_frozen_record_with_its_documented_signature() -> None:
+    """Outcome's quicker __init__ keeps the dataclass's signature and behaviour."""
+    import dataclasses
+    import inspect
+    import pickle
+
+    names = [f.name for f in dataclasses.fields(shoal.Outcome)]
+    assert list(inspect.signature(shoal.Outcome).parameters) == names
+    one = shoal.Outcome(0, "a", True, 1, None, 1, 10.0, 11.5, key="k")
+    assert one == shoal.Outcome(0, "a", True, 1, None, 1, 10.0, 11.5, "k")
+    assert hash(one) == hash(shoal.Outcome(0, "a", True, 1, None, 1, 10.0, 11.5, "k"))
+    assert (one.throttles, one.id, one.retry_causes, one.usage) == (0, "", (), None)
+    assert one.duration == 1.5
+    assert pickle.loads(pickle.dumps(one)) == one  # noqa: S301 - our own bytes
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        one.value = 2  # type: ignore[misc]
+    assert dataclasses.replace(one, value=3).value == 3
+    with pytest.raises(TypeError):
+        shoal.Outcome(0, "a")  # type: ignore[call-arg]

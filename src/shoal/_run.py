@@ -412,7 +412,7 @@ class Scheduler:
 
     # ------------------------------------------------------------------ the source
 
-    def _make_piece(self, item: Any) -> _Piece:
+    def _make_piece(self, item: Any, known_id: str | None = None) -> _Piece:
         index = self._next_index
         self._next_index = index + 1
         self._unsettled += 1
@@ -454,6 +454,8 @@ class Scheduler:
             piece.error = exc
         if preset is not None:
             piece.id = preset.id
+        elif known_id is not None:
+            piece.id = known_id
         elif self._journal is not None:
             try:
                 fn = self._piece_id
@@ -554,7 +556,9 @@ class Scheduler:
                 stored = await journal.lookup([p.id for p in batch if p.id])
                 for piece in batch:
                     row = stored.get(piece.id) if piece.id else None
-                    if row is None or not self._settle_from_journal(piece, row):
+                    if row is None or not self._settle_from_journal(
+                        piece.index, piece.item, piece.id, piece.provenance, row
+                    ):
                         heapq.heappush(self._ready, (piece.index, piece))
                 self._fill()
         except asyncio.CancelledError:
@@ -566,18 +570,26 @@ class Scheduler:
         finally:
             self._checker = None
 
-    def _settle_from_journal(self, piece: _Piece, row: tuple[Any, ...]) -> bool:
-        """Settle ``piece`` as an earlier run did (``row``: a StoredPiece's fields)."""
-        _, _, _, state, attempts, throttles, started, finished, result, etype, emsg, etb, used = row
+    def _settle_from_journal(
+        self,
+        index: int,
+        item: Any,
+        piece_id: str,
+        provenance: Provenance | None,
+        row: tuple[Any, ...],
+    ) -> bool:
+        """Settle item ``index`` as an earlier run did (``row``: a StoredPiece's fields)."""
+        _, _, key, state, attempts, throttles, started, finished, result, etype, emsg, etb, used = (
+            row
+        )
         error: ErrorInfo | None = None
         if state == "done":
             ok = True
-            self.succeeded += 1
             try:
                 value = self._decode(result) if result is not None else None
             except Exception:
-                self.succeeded -= 1
                 return False  # unreadable (another codec, a damaged row): run it again
+            self.succeeded += 1
         else:
             ok = False
             value = None
@@ -588,22 +600,72 @@ class Scheduler:
             started = self._wall0
         self._settle(
             Outcome(
-                piece.index,
-                piece.item,
+                index,
+                item,
                 ok,
                 value,
                 error,
                 attempts,
                 started,
                 started if finished is None else finished,
-                piece.key,
+                key,
                 throttles,
-                piece.id,
-                piece.provenance,
-                usage=_load_usage(used),
+                piece_id,
+                provenance,
+                (),
+                0.0,
+                None if used is None else _load_usage(used),
             )
         )
         return True
+
+    def _resume_pulled(self, preloaded: dict[str, tuple[Any, ...]]) -> _Piece | None:
+        """Pull items, settling from ``preloaded`` those an earlier run settled, without
+        making pieces of them; the first one that must run is returned as a piece (``None``:
+        the source ended, the window is full, or enough were settled for one turn)."""
+        sync_iter = self._sync_iter
+        assert sync_iter is not None
+        fn = self._piece_id
+        for _ in range(512):  # then let the consumer see them before pulling more
+            if self._exhausted or not self._room_to_pull():
+                return None
+            try:
+                item = next(sync_iter)
+            except StopIteration:
+                self._exhausted = True
+                self._notify()
+                return None
+            except Exception as exc:
+                exc.add_note(f"(raised by the items iterable after {self._next_index} items)")
+                self._exhausted = True
+                self._fatal = exc
+                self._notify()
+                return None
+            kind = type(item)
+            value = item
+            provenance = None
+            if kind in _WRAPPERS:
+                if kind is not Sourced:  # journal presets and malformed lines: the long way
+                    return self._make_piece(item)
+                provenance = item.provenance
+                value = item.value
+            try:
+                piece_id = content_id(value) if fn is None else str(fn(value))
+            except Exception:
+                return self._make_piece(item)  # it fails there, with the reason
+            row = preloaded.get(piece_id)
+            if row is None:
+                return self._make_piece(item, piece_id)
+            index = self._next_index
+            self._next_index = index + 1
+            self._unsettled += 1
+            if not self._settle_from_journal(index, value, piece_id, provenance, row):
+                self._unsettled -= 1
+                self._next_index = index
+                return self._make_piece(item, piece_id)
+        assert self._loop is not None
+        self._loop.call_soon(self._fill)
+        return None
 
     # ------------------------------------------------------------------ admission
 
@@ -674,7 +736,8 @@ class Scheduler:
             if ready:
                 piece = heapq.heappop(ready)[1]
             elif sync_iter is not None and not self._exhausted and self._room_to_pull():
-                pulled = self._pull_sync()
+                preloaded = self._preloaded
+                pulled = self._pull_sync() if preloaded is None else self._resume_pulled(preloaded)
                 if pulled is None:
                     return None
                 piece = pulled
@@ -685,7 +748,9 @@ class Scheduler:
                 continue
             if self._preloaded is not None and piece.attempts == 0:
                 stored = self._preloaded.get(piece.id)
-                if stored is not None and self._settle_from_journal(piece, stored):
+                if stored is not None and self._settle_from_journal(
+                    piece.index, piece.item, piece.id, piece.provenance, stored
+                ):
                     resumed += 1
                     if resumed >= 512:  # let the consumer see them before pulling more
                         assert self._loop is not None
@@ -1169,13 +1234,18 @@ class Scheduler:
     def _settle(self, outcome: Outcome[Any]) -> None:
         self._unsettled -= 1
         if self._ordered:
-            self._reorder[outcome.index] = outcome
             reorder = self._reorder
-            nxt = self._next_emit
-            while nxt in reorder:
-                self._batch.append(reorder.pop(nxt))
-                nxt += 1
-            self._next_emit = nxt
+            index = outcome.index
+            if index == self._next_emit and not reorder:  # the next in order: no reordering
+                self._batch.append(outcome)
+                self._next_emit = index + 1
+            else:
+                reorder[index] = outcome
+                nxt = self._next_emit
+                while nxt in reorder:
+                    self._batch.append(reorder.pop(nxt))
+                    nxt += 1
+                self._next_emit = nxt
         else:
             self._batch.append(outcome)
         self._notify()
