@@ -19,6 +19,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ._records import quick_frozen_init
+
 
 @dataclass(frozen=True, slots=True)
 class Event:
@@ -132,3 +134,15 @@ class RunFinished:
 AnyEvent = Event | LimitChanged | RunStarted | RunFinished
 
 Subscriber = Callable[[AnyEvent], None]
+
+
+for _record in (
+    AttemptStarted,
+    PieceSucceeded,
+    PieceFailed,
+    RetryScheduled,
+    ThrottleWait,
+    LimitChanged,
+):
+    quick_frozen_init(_record)
+del _record
