@@ -518,11 +518,14 @@ def test_extend_report_adds_the_jobs_table(folder: Path) -> None:
 def test_help_on_every_command_has_examples(
     command: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`shoal COMMAND --help` exits 0 and shows examples."""
+    """`shoal --help` and `shoal COMMAND --help` exit 0 and show examples."""
     assert main([command, "--help"]) == 0
     out = capsys.readouterr().out
     assert "examples:" in out
     assert f"shoal {command}" in out
+    assert main(["--help"]) == 0
+    assert f"shoal {command} " in capsys.readouterr().out
+    assert main([]) == 2  # no command: usage, exit 2
 
 
 # ---------------------------------------------------------------------- real subprocesses

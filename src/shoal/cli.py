@@ -67,6 +67,15 @@ class CliError(ShoalError):
 
 # ---------------------------------------------------------------------- the parser
 
+_MAIN_EXAMPLES = """\
+examples:
+  shoal run jobs/scan.py --input repos.txt --out results.jsonl --report report.html
+  shoal status scan.shoal.db
+  shoal report scan.shoal.db --format md
+  shoal retry scan.shoal.db
+
+Run `shoal COMMAND --help` for a command's options and examples."""
+
 _RUN_EXAMPLES = """\
 examples:
   shoal run jobs/scan.py --input repos.txt
@@ -115,7 +124,7 @@ def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="shoal",
         description="Run a big job as many small pieces at once, and never lose a piece.",
-        epilog="Run `shoal COMMAND --help` for a command's options and examples.",
+        epilog=_MAIN_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"shoal {__version__}")
@@ -220,7 +229,9 @@ def _add_input_options(parser: argparse.ArgumentParser, *, for_retry: bool = Fal
 
 def _add_limit_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("limits (override the job's own)")
-    group.add_argument("--concurrency", type=_count("--concurrency"), metavar="N")
+    group.add_argument(
+        "--concurrency", type=_count("--concurrency"), metavar="N", help="attempts in flight"
+    )
     group.add_argument(
         "--per-key", type=_count("--per-key"), metavar="N", help="attempts in flight per key"
     )
