@@ -368,7 +368,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         _error(str(exc), exc.cause if args.debug else None)
         return USAGE
     except KeyboardInterrupt:
-        print("\nshoal: interrupted before anything ran; nothing was changed", file=sys.stderr)
+        if getattr(args, "running", False):  # a Ctrl-C after the run's own handling of one
+            print("\nshoal: interrupted", file=sys.stderr)
+        else:
+            print("\nshoal: interrupted before anything ran; nothing changed", file=sys.stderr)
         return INTERRUPTED
     except (JournalError, MalformedInput) as exc:
         _error(str(exc), exc if args.debug else None)
@@ -940,6 +943,7 @@ def _execute(
         elif presses == 2:
             print("\nshoal: cancelling the pieces in flight", file=sys.stderr, flush=True)
 
+    args.running = True
     try:
         if retry:
             assert options is not None
