@@ -36,7 +36,7 @@ from typing import Any, TextIO
 from . import _jobfiles
 from ._exceptions import ShoalError
 from ._job import Job, _progress_subscribers
-from ._journal import Journal, JournalError, read_meta, read_status
+from ._journal import Journal, JournalError, _alive, read_meta, read_status
 from ._limits import Rate
 from ._outcome import Run
 from ._plan import plan
@@ -1126,8 +1126,6 @@ def _cmd_status(args: argparse.Namespace, argv: list[str]) -> int:
         conn.close()
     counts = status.counts
     state = status.run_status
-    from ._journal import _alive
-
     if state == "running" and not _alive(pid):
         state = f"stopped without closing the journal (process {pid} is gone)"
     elif state == "running":
