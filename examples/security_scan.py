@@ -24,17 +24,22 @@ import logging
 import os
 import sys
 import sysconfig
+import warnings
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypedDict
 
-from bandit.core.config import BanditConfig  # type: ignore[import-untyped]
-from bandit.core.constants import RANKING  # type: ignore[import-untyped]
-from bandit.core.manager import BanditManager  # type: ignore[import-untyped]
-
 import shoal
 from shoal import combine
+
+with warnings.catch_warnings():
+    # bandit 1.9 passes stevedore an argument that stevedore now deprecates (a warning at import,
+    # an error under -W error); nothing a user of bandit can change.
+    warnings.filterwarnings("ignore", "The verify_requirements argument", DeprecationWarning)
+    from bandit.core.config import BanditConfig  # type: ignore[import-untyped]
+    from bandit.core.constants import RANKING  # type: ignore[import-untyped]
+    from bandit.core.manager import BanditManager  # type: ignore[import-untyped]
 
 SKIP_DIRS = frozenset(
     {"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__"}
