@@ -128,3 +128,16 @@ def test_outcome_is_a_frozen_record_with_its_documented_signature() -> None:
     assert dataclasses.replace(one, value=3).value == 3
     with pytest.raises(TypeError):
         shoal.Outcome(0, "a")  # type: ignore[call-arg]
+
+
+def test_error_type_names_are_short_for_scripts_and_job_files() -> None:
+    """Built-ins and scripts by class name, job files by file name, the rest by module."""
+    from shoal._outcome import type_name
+
+    job_error = type("ParseError", (Exception,), {"__module__": "shoal._jobfiles./jobs/my%2Escan"})
+    script_error = type("Oops", (Exception,), {"__module__": "__main__"})
+    assert type_name(job_error()) == "my.scan.ParseError"
+    assert type_name(script_error()) == "Oops"
+    assert type_name(KeyError()) == "KeyError"
+    assert type_name(shoal.Throttled()) == "shoal._exceptions.Throttled"
+    assert shoal.ErrorInfo.from_exception(job_error("x")).type == "my.scan.ParseError"

@@ -21,6 +21,21 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
+_JOB_FILES = "shoal._jobfiles."  # modules of job files the command line loads by path
+
+
+def type_name(exc: BaseException) -> str:
+    """An exception's class name for reports: qualified by its module, except built-ins and
+    scripts; a job file's classes by the file's name (``scan.ParseError``)."""
+    kind = type(exc)
+    module = kind.__module__
+    if module in ("builtins", "__main__"):
+        return kind.__qualname__
+    if module.startswith(_JOB_FILES):
+        module = module.rpartition("/")[2].replace("%2E", ".").replace("%25", "%") or module
+    return f"{module}.{kind.__qualname__}"
+
+
 @dataclass(frozen=True, slots=True)
 class ErrorInfo:
     """Why a piece failed, as data: safe to store, compare and print.
@@ -40,12 +55,8 @@ class ErrorInfo:
 
     @classmethod
     def from_exception(cls, exc: BaseException) -> ErrorInfo:
-        kind = type(exc)
-        name = kind.__qualname__
-        if kind.__module__ not in ("builtins", "__main__"):
-            name = f"{kind.__module__}.{name}"
         return cls(
-            type=name,
+            type=type_name(exc),
             message=str(exc),
             traceback="".join(traceback.format_exception(exc)),
             exception=exc,

@@ -50,7 +50,7 @@ from ._events import (
 )
 from ._journal import JournalSession, Preset
 from ._limits import EPSILON, KeyState, Limits, RateMeter
-from ._outcome import ErrorInfo, Outcome, RunStats
+from ._outcome import ErrorInfo, Outcome, RunStats, type_name
 from ._retry import Retry, throttle_delay
 from ._split import Malformed, MalformedInput, Provenance, Sourced
 from ._usage import Reported
@@ -1283,8 +1283,4 @@ def _length(items: object) -> int | None:
         return None
 
 
-def _type_name(exc: BaseException) -> str:
-    kind = type(exc)
-    if kind.__module__ in ("builtins", "__main__"):
-        return kind.__qualname__
-    return f"{kind.__module__}.{kind.__qualname__}"
+_type_name = type_name
