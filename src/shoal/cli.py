@@ -16,6 +16,7 @@ journal, and the message says how to resume).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import dataclasses
 import importlib.util
@@ -24,6 +25,7 @@ import math
 import os
 import re
 import shlex
+import signal
 import sqlite3
 import sys
 import time
@@ -31,7 +33,7 @@ import traceback
 from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
 from pathlib import Path
 from types import ModuleType
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO
 
 from . import _jobfiles
 from ._exceptions import ShoalError
@@ -383,6 +385,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             exc if args.debug else None,
         )
         return USAGE
+
+
+def entry() -> NoReturn:
+    """The ``shoal`` program: :func:`main`, then exit with its code.
+
+    After an interrupted run has said where things stand, a further Ctrl-C is ignored: the
+    process is on its way out with code 130, and a Ctrl-C at that moment would otherwise end it
+    by the signal instead (code -2 to the shell, as if nothing had been handled).
+    """
+    code = main()
+    if code == INTERRUPTED:
+        with contextlib.suppress(ValueError):  # not on the main thread
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.exit(code)
 
 
 def _error(message: str, show: BaseException | None) -> None:
@@ -1261,4 +1277,4 @@ def _truncate(text: str, limit: int) -> str:
 
 
 if __name__ == "__main__":  # pragma: no cover - `python -m shoal` goes through __main__.py
-    raise SystemExit(main())
+    entry()
