@@ -71,6 +71,10 @@ class Rate:
             once.
         weight: ``item -> units`` for weighted rates (e.g. tokens); ``None`` counts each start as
             one unit.
+        actual: The name of a ``shoal.usage()`` counter (e.g. ``"tokens"``). After each attempt
+            that reported it, this rate counts what the attempt reported instead of the weight
+            it reserved: an estimate (prompt plus ``max_tokens``) becomes the real count, and the
+            unused part is given back to the window at once.
 
     Raises:
         ValueError: a count, window or burst that is not a positive number.
@@ -80,6 +84,7 @@ class Rate:
     per: float = 1.0
     burst: float | None = None
     weight: Callable[[Any], float] | None = field(default=None, compare=False)
+    actual: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("count", "per"):
@@ -95,6 +100,11 @@ class Rate:
                 raise ValueError(f"Rate(burst={self.burst!r}): must be a number > 0, or None")
         if self.weight is not None and not callable(self.weight):
             raise TypeError(f"Rate(weight={self.weight!r}): expected a callable item -> units")
+        if self.actual is not None and (not isinstance(self.actual, str) or not self.actual):
+            raise TypeError(
+                f"Rate(actual={self.actual!r}): expected the name of a shoal.usage() counter, "
+                'e.g. "tokens"'
+            )
 
     @classmethod
     def parse(cls, spec: str | float | Rate) -> Rate:
@@ -168,7 +178,10 @@ class Limits:
         per_key: Attempts in flight at once per key (the job's ``key(item)``), e.g. per host.
         rate: Starts allowed per period: ``"100/s"``, ``"600/min"``, ``"10/2s"``, a number per
             second, a :class:`Rate` (weighted, with a burst), or a list of them (all must hold).
-        adaptive: Let the concurrency limit grow while calls succeed and shrink on throttling.
+        adaptive: Let the concurrency limit (per key, when the job has a key) grow while calls
+            succeed and shrink on throttling, timeouts and rising latency (see
+            ``shoal._adaptive``). ``concurrency`` (default 256 here) and ``per_key`` become
+            ceilings.
 
     Raises:
         ValueError, TypeError: a limit below 1 or a rate that cannot be read.
@@ -180,6 +193,7 @@ class Limits:
     adaptive: bool
 
     DEFAULT_CONCURRENCY = 16
+    ADAPTIVE_CEILING = 256  # adaptive=True without concurrency=: grows up to this
 
     def __init__(
         self,
@@ -200,7 +214,10 @@ class Limits:
 
     @property
     def effective_concurrency(self) -> int:
-        return self.concurrency if self.concurrency is not None else self.DEFAULT_CONCURRENCY
+        if self.concurrency is not None:
+            return self.concurrency
+        # Adaptive limits find their own level; the ceiling only bounds them.
+        return self.ADAPTIVE_CEILING if self.adaptive else self.DEFAULT_CONCURRENCY
 
     def replace(self, **changes: Any) -> Limits:
         """A copy with some limits changed (``rate=`` replaces every rate)."""
@@ -249,7 +266,9 @@ class WindowMeter:
         horizon = now - self.period + EPSILON
         log = self._log
         while log and log[0][0] <= horizon:
-            self._used -= log.popleft()[1]
+            entry = log.popleft()
+            self._used -= entry[1]
+            entry[0] = -math.inf  # out of the window: a later correction has nothing to change
         if not log:
             self._used = 0.0  # no float residue once the log is empty
 
@@ -276,9 +295,23 @@ class WindowMeter:
         self._used += weight
         return entry
 
+    def correct(self, entry: list[float], weight: float) -> None:
+        """Count ``weight`` units for an entry ``start()`` returned, instead of what it had (a
+        reservation from an estimate becomes the real count; nothing if it left the window)."""
+        if entry[0] == -math.inf:
+            return
+        self._used += weight - entry[1]
+        entry[1] = weight
+        if self._used < EPSILON and self._used > -EPSILON:
+            self._used = 0.0
+
 
 class RateMeter:
-    """A :class:`Rate` as one window meter, plus a shorter one when a burst is set."""
+    """A :class:`Rate` as one window meter, plus a shorter one when a burst is set.
+
+    A piece heavier than the burst (but not than the whole window) waits until the short window
+    is empty and then fills it alone, so a big request is slowed, never refused.
+    """
 
     __slots__ = ("_windows", "rate")
 
@@ -301,14 +334,25 @@ class RateMeter:
         return float(value)
 
     def wait(self, weight: float, now: float) -> float:
-        longest = 0.0
-        for window in self._windows:
-            w = window.wait(weight, now)
+        windows = self._windows
+        longest = windows[0].wait(weight, now)
+        for window in windows[1:]:
+            w = window.wait(min(weight, window.capacity), now)
             longest = max(longest, w)
         return longest
 
     def start(self, weight: float, now: float) -> list[list[float]]:
-        return [window.start(weight, now) for window in self._windows]
+        windows = self._windows
+        entries = [windows[0].start(weight, now)]
+        entries.extend(window.start(min(weight, window.capacity), now) for window in windows[1:])
+        return entries
+
+    def correct(self, entries: list[list[float]], weight: float) -> None:
+        """Count ``weight`` for the entries one ``start()`` returned (see ``WindowMeter``)."""
+        for window, entry in zip(self._windows, entries, strict=True):
+            window.correct(
+                entry, min(weight, window.capacity) if entry is not entries[0] else weight
+            )
 
 
 class KeyState:

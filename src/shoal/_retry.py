@@ -40,7 +40,8 @@ class Retry:
         base_delay: Backoff ceiling after the first failure, in seconds; it doubles each time.
         max_delay: The ceiling never grows past this.
         on: Which failures are retried: exception classes (a tuple of them) or a predicate
-            ``exc -> bool``. Others fail the piece at once.
+            ``exc -> bool``. Others fail the piece at once, and so does an exception whose
+            ``retryable`` attribute is ``False``.
         jitter: Draw the delay uniformly between 0 and the ceiling ("full jitter"); without it
             the delay is the ceiling itself.
         max_throttles: How often one piece may be throttled (``Throttled`` or an exception with a
@@ -104,7 +105,10 @@ class Retry:
         return cls(attempts=retries + 1)
 
     def retries_on(self, exc: BaseException) -> bool:
-        """Whether a failure with ``exc`` may be tried again."""
+        """Whether a failure with ``exc`` may be tried again. An exception whose ``retryable``
+        attribute is ``False`` (``shoal.http``'s permanent errors: a 400, a 401) never is."""
+        if getattr(exc, "retryable", True) is False:
+            return False
         on = self.on
         if isinstance(on, tuple):
             return isinstance(exc, on)

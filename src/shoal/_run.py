@@ -34,12 +34,14 @@ from collections.abc import (
 )
 from typing import Any
 
+from ._adaptive import AdaptiveLimit
 from ._clock import Clock
 from ._codec import Codec, JSONCodec, content_id
 from ._events import (
     AnyEvent,
     AttemptStarted,
     Counts,
+    LimitChanged,
     PieceFailed,
     PieceSucceeded,
     RetryScheduled,
@@ -75,13 +77,16 @@ class _Piece:
     __slots__ = (
         "attempt_start",
         "attempts",
+        "charges",
         "error",
         "first_start",
+        "hold",
         "id",
         "index",
         "item",
         "key",
         "provenance",
+        "reports",
         "reservations",
         "retry_causes",
         "stored_item",
@@ -110,6 +115,11 @@ class _Piece:
         self.retry_causes: tuple[str, ...] = ()  # error types of the attempts that were retried
         self.throttle_wait = 0.0
         self.usage: dict[str, float] | None = None  # what the work reported (shoal.usage)
+        self.reports = 0  # how often it called shoal.usage() (a change: this attempt reported)
+        self.hold = 0.0  # the work asked its key to pause this long (shoal.http: budget used up)
+        # Rates counted from what the attempt reports (Rate(actual=...)): (meter, entries,
+        # counter name, its total and the report count when the attempt was admitted).
+        self.charges: tuple[tuple[RateMeter, list[list[float]], str, float, int], ...] = ()
 
 
 class Scheduler:
@@ -189,8 +199,16 @@ class Scheduler:
         self._status = "interrupted"
         self._pull_inline = self._sync_iter is not None  # else the feeder task pulls
         self._preloaded: dict[str, tuple[Any, ...]] | None = None
+        # Adaptive concurrency (Limits(adaptive=True)): one AIMD limit per key ("" without keys),
+        # under the ceiling of per_key, else concurrency.
+        self._adaptive: dict[str, AdaptiveLimit] | None = {} if limits.adaptive else None
+        self._adaptive_ceiling = min(self._per_key or self._concurrency, self._concurrency)
+        # Attempts in flight per key are counted when a per-key limit (fixed or adaptive) holds.
+        self._count_keys = self._per_key is not None or limits.adaptive
+        # Rates that count what attempts report (Rate(actual="tokens")): (meter index, counter).
+        self._actuals = tuple((i, r.actual) for i, r in enumerate(limits.rates) if r.actual)
         # Key and rate checks are skipped entirely until something needs them.
-        self._gated = bool(self._per_key or self._rates)
+        self._gated = bool(self._per_key or self._rates or limits.adaptive)
 
         self._invoke: Invoker | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -772,7 +790,7 @@ class Scheduler:
             piece.attempts += 1
             self.attempts += 1
             self._in_flight += 1
-            if self._per_key is not None:
+            if self._count_keys:
                 self._key_state(piece.key).in_flight += 1
             return piece
 
@@ -789,7 +807,7 @@ class Scheduler:
                 self._park(piece)
                 self._resume_later(key, state)
                 return 1
-            per_key = self._per_key
+            per_key = self._per_key if self._adaptive is None else self._limit_of(key).value
             if per_key is not None and state.in_flight >= per_key:
                 self._park(piece)  # its key's next release unparks it
                 return 1
@@ -822,9 +840,24 @@ class Scheduler:
                 self._add_timer(now + wait, _WAKE, None)
                 return 2
             reservations: list[list[float]] = []
+            starts = []
             for meter, weight in zip(self._rates, piece.weights, strict=True):
-                reservations.extend(meter.start(weight, now))
+                entries = meter.start(weight, now)
+                reservations.extend(entries)
+                starts.append(entries)
             piece.reservations = tuple(reservations)
+            if self._actuals:
+                usage = piece.usage
+                piece.charges = tuple(
+                    (
+                        self._rates[i],
+                        starts[i],
+                        name,
+                        0.0 if usage is None else usage.get(name, 0.0),
+                        piece.reports,
+                    )
+                    for i, name in self._actuals
+                )
         piece.unparked = False
         return 0
 
@@ -845,8 +878,10 @@ class Scheduler:
             self._resume_later(key, state)  # the pause was extended meanwhile
             return
         free = len(parked)
-        if self._per_key is not None and state is not None:
-            free = min(free, self._per_key - state.in_flight)
+        if self._count_keys and state is not None:
+            cap = self._per_key if self._adaptive is None else self._limit_of(key).value
+            if cap is not None:
+                free = min(free, cap - state.in_flight)
         for _ in range(free):
             entry = heapq.heappop(parked)
             entry[1].unparked = True
@@ -868,6 +903,45 @@ class Scheduler:
         if state.resume_at != state.paused_until:
             state.resume_at = state.paused_until
             self._add_timer(state.paused_until, _KEY, key)
+
+    def _limit_of(self, key: str) -> AdaptiveLimit:
+        """``key``'s adaptive limit (made at its first use)."""
+        assert self._adaptive is not None
+        limit = self._adaptive.get(key)
+        if limit is None:
+            ceiling = self._adaptive_ceiling
+            limit = self._adaptive[key] = AdaptiveLimit(initial=min(4, ceiling), maximum=ceiling)
+        return limit
+
+    def _adapt(self, piece: _Piece, now: float, *, drop: bool) -> None:
+        """Tell ``piece``'s key's adaptive limit how its attempt went; emit a change."""
+        limit = self._limit_of(piece.key)
+        started = piece.attempt_start
+        if drop:
+            changed = limit.on_throttle(started, now)
+        else:
+            in_flight = self._keys[piece.key].in_flight
+            changed = limit.on_success(now - started, started, now, in_flight)
+        if changed and self._subs:
+            self._emit(LimitChanged(now - self._t0, piece.key, "concurrency", limit.value))
+
+    def _charge(self, piece: _Piece) -> None:
+        """Count, in rates with ``actual=``, what the attempt reported instead of its estimate."""
+        usage = piece.usage
+        for meter, entries, name, before, reports in piece.charges:
+            if piece.reports == reports:
+                continue  # it reported nothing: the reservation stands
+            used = 0.0 if usage is None else usage.get(name, 0.0) - before
+            meter.correct(entries, max(used, 0.0))
+            self._blocked_until = -math.inf  # room may have come back: look again
+        piece.charges = ()
+
+    def _hold_key(self, piece: _Piece, now: float) -> None:
+        """The work asked its key to pause (a server said its budget is used up for now)."""
+        delay, piece.hold = piece.hold, 0.0
+        self._gated = True
+        state = self._key_state(piece.key)
+        state.paused_until = max(state.paused_until, now + delay)
 
     def _key_state(self, key: str) -> KeyState:
         state = self._keys.get(key)
@@ -948,6 +1022,7 @@ class Scheduler:
                 value = await self._invoke_with_timeout(invoke, piece.item, self._timeout)
             if type(value) is Reported:  # from another process, with the usage it reported
                 piece.usage = merge_usage(piece.usage, value.usage)
+                piece.reports += 1
                 value = value.value
         except asyncio.CancelledError:
             task = asyncio.current_task()
@@ -982,7 +1057,11 @@ class Scheduler:
         self._in_flight -= 1
         if self._draining and not self._in_flight:
             self._notify()  # the last attempt in flight ended: the drained run can end
-        if self._per_key is not None:
+        if piece.charges:
+            self._charge(piece)
+        if piece.hold:
+            self._hold_key(piece, now)
+        if self._count_keys:
             self._keys[piece.key].in_flight -= 1
             if piece.key in self._parked:
                 self._unpark(piece.key, now)
@@ -1067,6 +1146,8 @@ class Scheduler:
         end = now + offset
         if journal is not None and piece.id:
             self._record_settled(piece, first, end, encoded, None)
+        if self._adaptive is not None:
+            self._adapt(piece, now, drop=False)
         self._release(piece, now)
         self.succeeded += 1
         if self._piece_subs:
@@ -1102,14 +1183,17 @@ class Scheduler:
 
     def _on_error(self, piece: _Piece, exc: BaseException) -> None:
         now = self._clock.now()
-        self._release(piece, now)
         remote_usage = getattr(exc, "shoal_usage", None)
         if type(remote_usage) is dict:  # reported in another process before the work failed
             piece.usage = merge_usage(piece.usage, remote_usage)
+            piece.reports += 1
             del exc.shoal_usage  # type: ignore[attr-defined]
         retry = self._retry
         delay: float
         retry_after = throttle_delay(exc)
+        if self._adaptive is not None and (retry_after is not False or type(exc) is TimeoutError):
+            self._adapt(piece, now, drop=True)
+        self._release(piece, now)
         if retry_after is not False:
             piece.attempts -= 1  # a throttle does not use up an attempt
             piece.throttles += 1

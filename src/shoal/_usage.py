@@ -13,7 +13,7 @@ import math
 from contextvars import ContextVar
 from typing import Any
 
-__all__ = ["Meter", "Reported", "current", "usage"]
+__all__ = ["Meter", "Reported", "current", "hold", "usage"]
 
 
 class Meter:
@@ -22,10 +22,12 @@ class Meter:
     The scheduler's pieces are meters themselves; worker processes use this class.
     """
 
-    __slots__ = ("usage",)
+    __slots__ = ("hold", "reports", "usage")
 
     def __init__(self) -> None:
         self.usage: dict[str, float] | None = None
+        self.reports = 0  # calls to usage(): rates with actual= see whether an attempt reported
+        self.hold = 0.0  # see hold()
 
     def take(self) -> dict[str, float] | None:
         """The totals so far, and start again from nothing."""
@@ -74,12 +76,25 @@ def usage(
             raise ValueError(f"shoal.usage({name}={value!r}): expected a finite number >= 0")
     if meter is None or not counts:
         return
+    meter.reports += 1
     totals = meter.usage
     if totals is None:
         meter.usage = dict(counts)
         return
     for name, value in counts.items():
         totals[name] = totals.get(name, 0) + value
+
+
+def hold(seconds: float) -> None:
+    """Ask the scheduler to pause the current attempt's key for ``seconds`` once it ends.
+
+    For work that learns, from a reply that succeeded, that the other side has no budget left
+    for now (``x-ratelimit-remaining-requests: 0``): its neighbours then wait instead of being
+    answered 429. Outside an attempt, and on backends in other processes, it does nothing.
+    """
+    meter = current.get()
+    if meter is not None and seconds > meter.hold:
+        meter.hold = float(seconds)
 
 
 def merge(into: dict[str, float] | None, more: dict[str, float]) -> dict[str, float]:
