@@ -200,6 +200,10 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_input_options(retry, for_retry=True)
     _add_limit_options(retry)
     _add_output_options(retry)
+    # `shoal llm` is defined in shoal.llm (nothing heavy is imported until it runs).
+    from .llm._cli import add_parser as add_llm_parser
+
+    add_llm_parser(commands, [common])
     return parser
 
 
@@ -363,6 +367,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "status": _cmd_status,
         "report": _cmd_report,
         "retry": _cmd_retry,
+        "llm": _cmd_llm,
     }
     try:
         return commands[args.command](args, args_list)
@@ -399,6 +404,12 @@ def entry() -> NoReturn:
         with contextlib.suppress(ValueError):  # not on the main thread
             signal.signal(signal.SIGINT, signal.SIG_IGN)
     sys.exit(code)
+
+
+def _cmd_llm(args: argparse.Namespace, argv: list[str]) -> int:
+    from .llm._cli import run as run_llm
+
+    return run_llm(args)
 
 
 def _error(message: str, show: BaseException | None) -> None:

@@ -1,0 +1,446 @@
+"""HTTP helpers (``shoal.http``): what a response or an error means to shoal, on httpx.
+
+The mapping (the issue's, and what well-behaved clients do):
+
+=====================================================  ===========================================
+429, 503                                               throttled: :class:`HTTPThrottled` (a
+                                                       ``shoal.Throttled``) with the server's wait;
+                                                       the piece and its key pause, no attempt used
+408, 425, 500, 502, 504, connection errors, timeouts   transient: :class:`TransientHTTPError`,
+                                                       retried with backoff
+any other 4xx (and other 5xx)                          permanent: :class:`PermanentHTTPError`,
+                                                       fails at once (``retryable = False``)
+=====================================================  ===========================================
+
+The server's wait is read from ``retry-after-ms`` (OpenAI's, milliseconds), then ``Retry-After``
+(seconds, fractions accepted, or an HTTP date), then, when a budget is reported used up
+(``x-ratelimit-remaining-requests: 0``), from its ``x-ratelimit-reset-requests``. A successful
+reply that says the budget is used up pauses its key for about one unit's refill (``reset /
+limit``) so the next calls wait instead of collecting 429s.
+
+Error messages name the method, the status, the URL without its query or user info, and the
+server's own message with anything that looks like a credential removed; request headers (and so
+``Authorization``) are never part of them.
+
+httpx is imported only when a client is made or an httpx exception must be recognised, so the
+pure parts (header parsing) work without the extra.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import math
+import re
+import time
+import weakref
+from collections.abc import AsyncGenerator, Callable, Mapping
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from ._exceptions import ShoalError, Throttled
+from ._usage import hold
+
+if TYPE_CHECKING:
+    import httpx
+
+__all__ = [
+    "HTTPThrottled",
+    "PermanentHTTPError",
+    "TransientHTTPError",
+    "check",
+    "classify",
+    "client",
+    "host",
+    "parse_duration",
+    "ratelimit_hold",
+    "request",
+    "retry_after",
+    "transport_error",
+]
+
+THROTTLED = frozenset((429, 503))
+TRANSIENT = frozenset((408, 425, 500, 502, 504))
+
+INSTALL_HINT = "shoal.http needs httpx: pip install 'shoal[http]'"
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|us|µs|ns|h|m|s)")
+_SECRETS = re.compile(
+    r"(Bearer\s+)\S+|\b(sk|rk|pk)-[A-Za-z0-9_\-*.]{6,}|\b(api[_-]?key|token|secret)=[^&\s]+",
+    re.IGNORECASE,
+)
+
+
+def _import_httpx() -> Any:
+    try:
+        import httpx
+    except ImportError as exc:
+        raise ImportError(INSTALL_HINT) from exc
+    return httpx
+
+
+# ---------------------------------------------------------------------- errors
+
+
+class _HTTPProblem:
+    """What the three error classes share: status, method, a safe URL and the server's words."""
+
+    status: int | None
+    method: str
+    url: str
+    detail: str
+
+
+class HTTPThrottled(Throttled):
+    """The server said "slow down" (429 or 503): a throttle, not a failure.
+
+    Attributes:
+        status, method, url, detail: The status, the request's method and URL (without query or
+            user info), and the server's message (credentials removed).
+        retry_after: The server's wait in seconds, or ``None`` (the backoff decides).
+    """
+
+    def __init__(
+        self, status: int, method: str, url: str, detail: str, retry_after: float | None
+    ) -> None:
+        self.status = status
+        self.method = method
+        self.url = url
+        self.detail = detail
+        wait = "" if retry_after is None else f", retry after {retry_after:.3g}s"
+        super().__init__(retry_after, f"HTTP {status} from {method} {url}{wait}: {detail}".strip())
+
+
+class TransientHTTPError(ShoalError):
+    """A failure worth retrying: 408, 425, 500, 502, 504, a connection error or a timeout.
+
+    ``status`` is ``None`` for connection errors and timeouts (the cause is chained).
+    """
+
+    retryable = True
+
+    def __init__(self, status: int | None, method: str, url: str, detail: str) -> None:
+        self.status = status
+        self.method = method
+        self.url = url
+        self.detail = detail
+        what = f"HTTP {status}" if status is not None else "no response"
+        super().__init__(f"{what} from {method} {url}: {detail}".strip())
+
+
+class PermanentHTTPError(ShoalError):
+    """A failure that will not change on retry (400, 401, 403, 404, 422 ...): fails at once."""
+
+    retryable = False
+
+    def __init__(self, status: int, method: str, url: str, detail: str) -> None:
+        self.status = status
+        self.method = method
+        self.url = url
+        self.detail = detail
+        super().__init__(f"HTTP {status} from {method} {url}: {detail}".strip())
+
+
+def redact(text: str) -> str:
+    """``text`` with anything that looks like a credential replaced by ``***``."""
+
+    def hide(match: re.Match[str]) -> str:
+        if match.group(1):
+            return f"{match.group(1)}***"
+        if match.group(3):
+            return f"{match.group(3)}=***"
+        return "***"
+
+    return _SECRETS.sub(hide, text)
+
+
+def safe_url(url: object) -> str:
+    """A URL for messages: scheme, host, port and path; no user info, query or fragment."""
+    parts = urlsplit(str(url))
+    host_part = parts.hostname or ""
+    if parts.port is not None:
+        host_part = f"{host_part}:{parts.port}"
+    return f"{parts.scheme}://{host_part}{parts.path}" if parts.scheme else parts.path
+
+
+def _detail(response: httpx.Response) -> str:
+    """The server's own message (OpenAI style ``{"error": {"message": ...}}`` or the text)."""
+    try:
+        text = response.text
+    except Exception:  # not read yet (a stream) or not decodable
+        return ""
+    message = text
+    try:
+        data = json.loads(text)
+    except ValueError:
+        pass
+    else:
+        if isinstance(data, dict):
+            error = data.get("error")
+            if isinstance(error, dict) and isinstance(error.get("message"), str):
+                message = error["message"]
+            elif isinstance(error, str):
+                message = error
+            elif isinstance(data.get("message"), str):
+                message = data["message"]
+    message = " ".join(message.split())
+    if len(message) > 300:
+        message = message[:299] + "…"
+    return redact(message)
+
+
+# ---------------------------------------------------------------------- headers
+
+
+def parse_duration(text: str) -> float | None:
+    """Seconds in ``"1s"``, ``"6m0s"``, ``"20ms"``, ``"1h2m3.5s"`` or a bare number of seconds;
+    ``None`` if it is none of those."""
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        pass
+    else:
+        return value if math.isfinite(value) and value >= 0 else None
+    total = 0.0
+    pos = 0
+    scale = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
+    for match in _DURATION.finditer(text):
+        if match.start() != pos:
+            return None
+        total += float(match.group(1)) * scale[match.group(2)]
+        pos = match.end()
+    return total if pos == len(text) else None
+
+
+def retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """The wait a response asks for, in seconds, or ``None`` if it names none.
+
+    Reads ``retry-after-ms``, then ``Retry-After`` (seconds or an HTTP date, against ``now``,
+    seconds since the epoch, default the current time), then the reset time of a budget reported
+    used up (``x-ratelimit-remaining-requests: 0`` and its ``x-ratelimit-reset-requests``, or the
+    same for tokens).
+    """
+    got = _get(headers)
+    ms = got("retry-after-ms")
+    if ms is not None:
+        try:
+            value = float(ms) / 1000.0
+        except ValueError:
+            value = math.nan
+        if math.isfinite(value) and value >= 0:
+            return value
+    after = got("retry-after")
+    if after is not None:
+        after = after.strip()
+        try:
+            value = float(after)
+        except ValueError:
+            try:
+                when = email.utils.parsedate_to_datetime(after)
+            except (TypeError, ValueError, IndexError):
+                when = None
+            if when is not None:
+                moment = time.time() if now is None else now
+                return max(0.0, when.timestamp() - moment)
+        else:
+            if math.isfinite(value) and value >= 0:
+                return value
+    waits = [w for kind in ("requests", "tokens") if (w := _exhausted(got, kind)) is not None]
+    return max(waits) if waits else None
+
+
+def ratelimit_hold(headers: Mapping[str, str]) -> float | None:
+    """For a reply that succeeded: how long its key should pause because the server reports its
+    request budget used up (``x-ratelimit-remaining-requests: 0``): the time one request takes
+    to come back (``reset / limit``; the reset if the limit is not given). ``None``: no pause."""
+    got = _get(headers)
+    remaining = _number(got("x-ratelimit-remaining-requests"))
+    if remaining is None or remaining >= 1:
+        return None
+    reset = parse_duration(got("x-ratelimit-reset-requests") or "")
+    if reset is None or reset <= 0:
+        return None
+    limit = _number(got("x-ratelimit-limit-requests"))
+    if limit is not None and limit > remaining:
+        return reset / (limit - remaining)
+    return reset
+
+
+def _exhausted(got: Callable[[str], str | None], kind: str) -> float | None:
+    remaining = _number(got(f"x-ratelimit-remaining-{kind}"))
+    if remaining is None or remaining >= 1:
+        return None
+    reset = parse_duration(got(f"x-ratelimit-reset-{kind}") or "")
+    if reset is None:
+        return None
+    if kind == "requests":
+        limit = _number(got("x-ratelimit-limit-requests"))
+        if limit is not None and limit > remaining:
+            return reset / (limit - remaining)  # one request's worth comes back
+    return reset
+
+
+def _get(headers: Mapping[str, str]) -> Callable[[str], str | None]:
+    """A case-insensitive header lookup (httpx's Headers already are; dicts may not be)."""
+    if hasattr(headers, "get_list"):  # httpx.Headers
+        return headers.get
+    lowered = {str(k).lower(): v for k, v in headers.items()}
+    return lowered.get
+
+
+def _number(text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+# ---------------------------------------------------------------------- responses
+
+
+def classify(response_or_error: object) -> str:
+    """``"ok"``, ``"throttled"``, ``"transient"`` or ``"permanent"`` for an httpx response (by
+    status), an httpx error (transport errors are transient) or any exception shoal raised."""
+    if isinstance(response_or_error, HTTPThrottled | Throttled):
+        return "throttled"
+    if isinstance(response_or_error, TransientHTTPError):
+        return "transient"
+    if isinstance(response_or_error, PermanentHTTPError):
+        return "permanent"
+    status = getattr(response_or_error, "status_code", None)
+    if isinstance(status, int):
+        if status < 400:
+            return "ok"
+        if status in THROTTLED:
+            return "throttled"
+        if status in TRANSIENT:
+            return "transient"
+        return "permanent"
+    if isinstance(response_or_error, BaseException):
+        hx = _import_httpx()
+        if isinstance(response_or_error, hx.TransportError | TimeoutError | OSError):
+            return "transient"
+        return "permanent"
+    raise TypeError(f"classify({response_or_error!r}): expected an httpx response or an error")
+
+
+def check(response: httpx.Response) -> httpx.Response:
+    """Return ``response`` if it succeeded; raise what its status means to shoal otherwise.
+
+    A success that reports the request budget used up asks its key to pause (see
+    :func:`ratelimit_hold`).
+
+    Raises:
+        HTTPThrottled: 429 or 503, with the server's wait when it gave one.
+        TransientHTTPError: 408, 425, 500, 502, 504.
+        PermanentHTTPError: any other status >= 400.
+    """
+    status = response.status_code
+    headers = response.headers
+    if status < 400:
+        pause = ratelimit_hold(headers)
+        if pause is not None:
+            hold(pause)
+        return response
+    method = response.request.method if _has_request(response) else "?"
+    url = safe_url(response.request.url) if _has_request(response) else "?"
+    detail = _detail(response)
+    if status in THROTTLED:
+        raise HTTPThrottled(status, method, url, detail, retry_after(headers))
+    if status in TRANSIENT:
+        raise TransientHTTPError(status, method, url, detail)
+    raise PermanentHTTPError(status, method, url, detail)
+
+
+def _has_request(response: httpx.Response) -> bool:
+    try:
+        response.request  # noqa: B018 - httpx raises when the response has no request
+    except RuntimeError:
+        return False
+    return True
+
+
+def transport_error(exc: BaseException, method: str = "?", url: object = "?") -> BaseException:
+    """An httpx transport error (connect, read, timeout, protocol) as a
+    :class:`TransientHTTPError` whose cause is the original; other exceptions as they are."""
+    hx = _import_httpx()
+    if isinstance(exc, hx.TransportError):
+        request = getattr(exc, "_request", None)
+        if request is not None:
+            method, url = request.method, request.url
+        error = TransientHTTPError(None, method, safe_url(url), f"{type(exc).__name__}: {exc}")
+        error.__cause__ = exc
+        return error
+    return exc
+
+
+def host(item: object) -> str:
+    """A per-host key: ``"host:port"`` of a URL string, an ``httpx.URL`` or ``httpx.Request``,
+    a mapping with a ``"url"``, or anything with a ``url`` attribute."""
+    url: object = item
+    if isinstance(item, Mapping):
+        url = item.get("url", "")
+    elif not isinstance(item, str) and hasattr(item, "url"):
+        url = item.url
+    parts = urlsplit(str(url))
+    name = parts.hostname or ""
+    return f"{name}:{parts.port}" if parts.port is not None else name
+
+
+# ---------------------------------------------------------------------- the shared client
+
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
+
+
+async def _holder(made: httpx.AsyncClient) -> AsyncGenerator[httpx.AsyncClient, None]:
+    # Kept open for the loop's life: asyncio.Runner (shoal.map, job.run, asyncio.run) closes the
+    # loop's async generators when it ends, and this one then closes the client's connections.
+    try:
+        yield made
+    finally:
+        await made.aclose()
+
+
+async def client(**options: Any) -> httpx.AsyncClient:
+    """The run's shared ``httpx.AsyncClient``: one per event loop (every ``job.run`` and
+    ``shoal.map`` has a loop of its own), so one connection pool per run; made at the first
+    call with ``options`` (later calls' options are ignored) and closed when the loop ends.
+
+    Raises:
+        ImportError: httpx is not installed (the message has the install command).
+    """
+    loop = asyncio.get_running_loop()
+    entry = _clients.get(loop)
+    if entry is None:
+        hx = _import_httpx()
+        options.setdefault("timeout", hx.Timeout(60.0, connect=10.0))
+        options.setdefault("limits", hx.Limits(max_connections=1000, max_keepalive_connections=200))
+        made: httpx.AsyncClient = hx.AsyncClient(**options)
+        keeper = _holder(made)
+        await anext(keeper)
+        entry = _clients[loop] = (made, keeper)
+    shared: httpx.AsyncClient = entry[0]
+    return shared
+
+
+async def request(method: str, url: str, **kwargs: Any) -> httpx.Response:
+    """Send a request with the run's shared client and :func:`check` the response.
+
+    Raises:
+        HTTPThrottled, TransientHTTPError, PermanentHTTPError: see :func:`check`; connection
+            errors and timeouts become ``TransientHTTPError``.
+    """
+    shared = await client()
+    hx = _import_httpx()
+    try:
+        response = await shared.request(method, url, **kwargs)
+    except hx.TransportError as exc:
+        raise transport_error(exc, method, url) from exc
+    return check(response)

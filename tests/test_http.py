@@ -1,0 +1,196 @@
+"""shoal.http: throttle signals from headers, responses and errors as shoal's outcome classes, and
+a real run against the OpenAI-compatible test server on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+
+import httpx
+import pytest
+
+import shoal
+import shoal.http
+from shoal import Limits, Retry
+from shoal.llm.testing import OpenAIServer
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("1s", 1.0), ("6m0s", 360.0), ("20ms", 0.02), ("1h2m3.5s", 3723.5), ("0.5", 0.5)],
+)
+def test_parse_duration_reads_the_forms_servers_send(text: str, seconds: float) -> None:
+    """x-ratelimit-reset-* durations ("6m0s", "20ms") and bare seconds are read."""
+    assert shoal.http.parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["", "soon", "1x", "-1"])
+def test_parse_duration_rejects_other_text(text: str) -> None:
+    """Anything else is not a duration."""
+    assert shoal.http.parse_duration(text) is None
+
+
+def test_retry_after_prefers_milliseconds_then_seconds_then_a_date() -> None:
+    """retry-after-ms wins over Retry-After; an HTTP date is measured against now."""
+    assert shoal.http.retry_after({"retry-after-ms": "250", "Retry-After": "3"}) == 0.25
+    assert shoal.http.retry_after({"Retry-After": "3"}) == 3.0
+    assert shoal.http.retry_after({"Retry-After": "1.5"}) == 1.5
+    date = email.utils.formatdate(1_000_030.0, usegmt=True)
+    assert shoal.http.retry_after({"Retry-After": date}, now=1_000_000.0) == pytest.approx(30.0)
+    assert shoal.http.retry_after({"Retry-After": date}, now=2_000_000.0) == 0.0
+    assert shoal.http.retry_after({}) is None
+    assert shoal.http.retry_after({"Retry-After": "whenever"}) is None
+
+
+def test_retry_after_falls_back_to_an_exhausted_budgets_reset() -> None:
+    """Without Retry-After, a budget reported used up gives the wait: one request's refill, or
+    the tokens' reset."""
+    requests = {
+        "x-ratelimit-limit-requests": "100",
+        "x-ratelimit-remaining-requests": "0",
+        "x-ratelimit-reset-requests": "1s",
+    }
+    assert shoal.http.retry_after(requests) == pytest.approx(0.01)
+    tokens = {"x-ratelimit-remaining-tokens": "0", "x-ratelimit-reset-tokens": "2.5s"}
+    assert shoal.http.retry_after(tokens) == 2.5
+    assert shoal.http.retry_after({"x-ratelimit-remaining-requests": "5"}) is None
+
+
+def test_ratelimit_hold_only_when_the_request_budget_is_used_up() -> None:
+    """A success with remaining-requests 0 pauses the key for one request's refill."""
+    used_up = {
+        "x-ratelimit-limit-requests": "10",
+        "x-ratelimit-remaining-requests": "0",
+        "x-ratelimit-reset-requests": "500ms",
+    }
+    assert shoal.http.ratelimit_hold(used_up) == pytest.approx(0.05)
+    assert shoal.http.ratelimit_hold({**used_up, "x-ratelimit-remaining-requests": "3"}) is None
+    assert shoal.http.ratelimit_hold({}) is None
+
+
+def _response(status: int, body: str = "", **headers: str) -> httpx.Response:
+    request = httpx.Request(
+        "POST", "https://user:pw@api.example.com/v1/x?api_key=sk-secret123456", headers={}
+    )
+    return httpx.Response(status, text=body, headers=headers, request=request)
+
+
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [
+        (200, "ok"),
+        (429, "throttled"),
+        (503, "throttled"),
+        (408, "transient"),
+        (425, "transient"),
+        (500, "transient"),
+        (502, "transient"),
+        (504, "transient"),
+        (400, "permanent"),
+        (401, "permanent"),
+        (404, "permanent"),
+        (422, "permanent"),
+        (501, "permanent"),
+    ],
+)
+def test_classify_maps_statuses_as_documented(status: int, kind: str) -> None:
+    """429/503 throttled; 408/425/500/502/504 transient; other errors permanent."""
+    assert shoal.http.classify(_response(status)) == kind
+
+
+def test_classify_connection_errors_are_transient() -> None:
+    """A transport error (connect, read timeout) is transient."""
+    assert shoal.http.classify(httpx.ConnectError("refused")) == "transient"
+    assert shoal.http.classify(httpx.ReadTimeout("slow")) == "transient"
+    assert shoal.http.classify(ValueError("bug")) == "permanent"
+
+
+def test_check_raises_the_class_with_the_servers_wait() -> None:
+    """check() raises HTTPThrottled (a shoal.Throttled) with the wait, TransientHTTPError and
+    PermanentHTTPError (never retried)."""
+    with pytest.raises(shoal.http.HTTPThrottled) as throttled:
+        shoal.http.check(
+            _response(429, '{"error": {"message": "slow down"}}', **{"retry-after": "2"})
+        )
+    assert isinstance(throttled.value, shoal.Throttled)
+    assert throttled.value.retry_after == 2.0
+    assert "slow down" in str(throttled.value)
+    with pytest.raises(shoal.http.TransientHTTPError):
+        shoal.http.check(_response(502))
+    with pytest.raises(shoal.http.PermanentHTTPError) as permanent:
+        shoal.http.check(_response(400, "bad"))
+    assert permanent.value.retryable is False
+    assert not Retry().retries_on(permanent.value)
+    ok = _response(200)
+    assert shoal.http.check(ok) is ok
+
+
+def test_error_messages_carry_no_credentials() -> None:
+    """Messages drop the URL's user info and query, and hide keys a server echoes."""
+    body = '{"error": {"message": "Incorrect API key provided: sk-proj-abcdef123456. Bearer xyz"}}'
+    with pytest.raises(shoal.http.PermanentHTTPError) as info:
+        shoal.http.check(_response(401, body))
+    text = str(info.value)
+    assert "https://api.example.com/v1/x" in text
+    for secret in ("pw", "sk-secret", "sk-proj-abcdef123456", "xyz", "api_key="):
+        assert secret not in text.replace("api.example", "")
+
+
+def test_host_keys() -> None:
+    """host() gives host[:port] of strings, httpx objects and mappings with a url."""
+    assert shoal.http.host("https://a.example.com/x?y=1") == "a.example.com"
+    assert shoal.http.host("http://127.0.0.1:8080/") == "127.0.0.1:8080"
+    assert shoal.http.host({"url": "http://b.example/"}) == "b.example"
+    assert shoal.http.host(httpx.Request("GET", "https://c.example/")) == "c.example"
+
+
+def test_a_job_over_real_http_honours_throttles_and_fails_permanent_errors_at_once() -> None:
+    """Against the test server: a scripted 429 pauses without using an attempt, a 500 is retried,
+    a 400 fails after one attempt, the shared client is one per run, and nothing succeeded twice."""
+    script = {"t": [429], "f": [500], "p": [400, 400, 400]}
+    clients: list[object] = []
+    with OpenAIServer(script=script, retry_after=0.05) as server:
+
+        async def call(rid: str) -> str:
+            clients.append(await shoal.http.client())
+            response = await shoal.http.request(
+                "POST",
+                server.url + "/chat/completions",
+                json={"model": "gpt-4o", "messages": [{"role": "user", "content": rid}]},
+                headers={"X-Client-Request-Id": rid},
+            )
+            return str(response.json()["choices"][0]["message"]["content"])
+
+        job = shoal.http.job(
+            call, limits=Limits(concurrency=4), retry=Retry(attempts=3, base_delay=0.01)
+        )
+        run = job.run(["t", "f", "p", "ok"])
+        assert [o.ok for o in run.outcomes] == [True, True, False, True]
+        assert run.outcomes[0].value == "echo: t"
+        assert (run.outcomes[0].attempts, run.outcomes[0].throttles) == (1, 1)
+        assert run.outcomes[1].attempts == 2
+        assert run.outcomes[2].attempts == 1
+        assert run.outcomes[2].error is not None
+        assert run.outcomes[2].error.type == "shoal._http.PermanentHTTPError"
+        assert len({id(c) for c in clients}) == 1
+        assert max(server.successes.values()) == 1
+        assert server.received["p"] == 1
+
+
+def test_the_shared_client_is_closed_when_the_runs_loop_ends() -> None:
+    """The run's client closes with its event loop (no unclosed-connection warnings)."""
+    seen: list[httpx.AsyncClient] = []
+
+    async def main() -> None:
+        seen.append(await shoal.http.client())
+        assert await shoal.http.client() is seen[0]
+
+    asyncio.run(main())
+    assert seen[0].is_closed
+
+
+def test_shoal_http_job_keys_by_host() -> None:
+    """shoal.http.job keys pieces by host unless told otherwise."""
+    job = shoal.http.job(lambda url: url)
+    assert job.key is not None
+    assert job.key("http://x.example:81/a") == "x.example:81"
