@@ -28,6 +28,7 @@ from pathlib import Path
 import bench_backends
 import bench_efficiency
 import bench_journal
+import bench_llm
 import bench_memory
 import bench_overhead
 import bench_progress
@@ -55,6 +56,7 @@ WORKLOADS = {
         Workload(bench_journal.NAME, bench_journal.DEFAULT_REPEAT, bench_journal.run),
         Workload(bench_progress.NAME, bench_progress.DEFAULT_REPEAT, bench_progress.run),
         *(Workload(name, repeat, run) for name, repeat, run in bench_backends.WORKLOADS),
+        *(Workload(name, repeat, run) for name, repeat, run in bench_llm.WORKLOADS),
     )
 }
 

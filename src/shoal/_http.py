@@ -331,11 +331,11 @@ def classify(response_or_error: object) -> str:
     raise TypeError(f"classify({response_or_error!r}): expected an httpx response or an error")
 
 
-def check(response: httpx.Response) -> httpx.Response:
+def check(response: httpx.Response, *, pause: bool = True) -> httpx.Response:
     """Return ``response`` if it succeeded; raise what its status means to shoal otherwise.
 
     A success that reports the request budget used up asks its key to pause (see
-    :func:`ratelimit_hold`).
+    :func:`ratelimit_hold`), unless ``pause=False`` (for work that paces itself with a rate).
 
     Raises:
         HTTPThrottled: 429 or 503, with the server's wait when it gave one.
@@ -345,9 +345,10 @@ def check(response: httpx.Response) -> httpx.Response:
     status = response.status_code
     headers = response.headers
     if status < 400:
-        pause = ratelimit_hold(headers)
-        if pause is not None:
-            hold(pause)
+        if pause:
+            wait = ratelimit_hold(headers)
+            if wait is not None:
+                hold(wait)
         return response
     method = response.request.method if _has_request(response) else "?"
     url = safe_url(response.request.url) if _has_request(response) else "?"

@@ -457,7 +457,7 @@ async def arun(
         if response.status_code >= 400:
             report_usage(tokens=0)  # a refused request costs nothing and uses no tokens
         try:
-            check(response)
+            check(response, pause=not rates)  # with rates given, shoal paces itself
         except ShoalError as exc:
             raise _scrub(exc, api_key) from None
         data = response.json()
