@@ -1,7 +1,7 @@
 """LLM/API fan-out against the OpenAI-compatible test server (real HTTP on loopback).
 
 Three workloads, each with its baselines in the same run and against the same server
-(``shoal.llm.testing.OpenAIServer``, in a thread of this process; budgets are refilled and counts
+(``shoal.llm.testing.OpenAIServer``, in a process of its own; budgets are refilled and counts
 reset before every round):
 
 - ``llm-rate``: 500 chat requests; the server allows 100 a second (a bucket of 100 refilled at
@@ -26,9 +26,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
+import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiometer
@@ -37,7 +41,6 @@ import tenacity
 from common import Check, Result, fmt, median
 
 import shoal.llm
-from shoal.llm.testing import OpenAIServer
 
 N_RATE = 500
 PER_SECOND = 100
@@ -127,7 +130,7 @@ def tenacity_call(
     return call
 
 
-async def with_gather(server: OpenAIServer, requests: list[dict[str, Any]]) -> int:
+async def with_gather(server: ServerProcess, requests: list[dict[str, Any]]) -> int:
     async with httpx.AsyncClient(limits=httpx.Limits(max_connections=200)) as client:
         call = tenacity_call(client, server.url + "/chat/completions")
         semaphore = asyncio.Semaphore(100)
@@ -140,7 +143,7 @@ async def with_gather(server: OpenAIServer, requests: list[dict[str, Any]]) -> i
     return sum(not isinstance(r, BaseException) for r in results)
 
 
-async def with_aiometer(server: OpenAIServer, requests: list[dict[str, Any]]) -> int:
+async def with_aiometer(server: ServerProcess, requests: list[dict[str, Any]]) -> int:
     async with httpx.AsyncClient(limits=httpx.Limits(max_connections=200)) as client:
         call = tenacity_call(client, server.url + "/chat/completions")
         results = await aiometer.run_all(
@@ -151,7 +154,7 @@ async def with_aiometer(server: OpenAIServer, requests: list[dict[str, Any]]) ->
     return len(results)
 
 
-async def with_cookbook(server: OpenAIServer, requests: list[dict[str, Any]]) -> tuple[int, int]:
+async def with_cookbook(server: ServerProcess, requests: list[dict[str, Any]]) -> tuple[int, int]:
     """Built like openai-cookbook's api_request_parallel_processor: capacity buckets that start
     full (a minute's worth), a token estimate of prompt + max_tokens, a retry queue, 5 attempts,
     a pause only after errors its check recognises as rate limits, completion order."""
@@ -239,15 +242,69 @@ async def with_cookbook(server: OpenAIServer, requests: list[dict[str, Any]]) ->
     return done_ok, failed
 
 
+# ---------------------------------------------------------------------------------- the server
+
+_SERVE = """
+import json, sys, time
+sys.path.insert(0, {here!r})
+from shoal.llm.testing import OpenAIServer
+options = json.loads(sys.argv[1])
+if options.pop("vary_replies", False):
+    from bench_llm import reply_length
+    options["reply_tokens"] = reply_length
+server = OpenAIServer(**options).start()
+print(server.port, flush=True)
+sys.stdin.read()  # until the benchmark closes our standard input
+server.stop()
+"""
+
+
+class ServerProcess:
+    """The test server in a process of its own, so that it does not share the benchmark's GIL
+    (on 2 cores, a server in a thread slows every client down alike and blurs the figures)."""
+
+    def __init__(self, **options: Any) -> None:
+        here = str(Path(__file__).resolve().parent)
+        self._proc = subprocess.Popen(
+            [sys.executable, "-c", _SERVE.format(here=here), json.dumps(options)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self._proc.stdout is not None
+        self.port = int(self._proc.stdout.readline())
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        self.statuses: dict[int, int] = {}
+
+    def reset(self) -> None:
+        httpx.post(self.url.removesuffix("/v1") + "/_testing/reset", timeout=10).raise_for_status()
+
+    def fetch(self) -> None:
+        data = httpx.get(self.url.removesuffix("/v1") + "/_testing/stats", timeout=10).json()
+        self.statuses = {int(k): v for k, v in data["statuses"].items()}
+        assert data["max_successes"] <= 1, "a request was answered 200 twice"
+
+    def __enter__(self) -> ServerProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._proc.stdin is not None
+        self._proc.stdin.close()
+        try:
+            self._proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+
+
 # ---------------------------------------------------------------------------------- measuring
 
 
 def _round(
-    server: OpenAIServer, make: Callable[[], Awaitable[tuple[int, int] | int]], n: int
+    server: ServerProcess, make: Callable[[], Awaitable[tuple[int, int] | int]], n: int
 ) -> Round:
-    server.reset_budgets()
-    server.reset_counts()
-    time.sleep(1.1)  # the server's buckets are full and quiet again
+    time.sleep(1.1)  # the last round's stragglers are over
+    server.reset()
 
     async def main() -> tuple[float, tuple[int, int] | int]:
         start = time.perf_counter()
@@ -256,7 +313,8 @@ def _round(
 
     wall, value = asyncio.run(main())
     ok, failed = value if isinstance(value, tuple) else (value, n - value)
-    return Round(wall, ok, server.statuses[429], failed)
+    server.fetch()
+    return Round(wall, ok, server.statuses.get(429, 0), failed)
 
 
 def _shoal(
@@ -294,7 +352,7 @@ def _table(
 
 def run_rate(repeat: int, adaptive: bool = False) -> Result:
     requests = chat_requests(N_RATE)
-    with OpenAIServer(rpm=PER_SECOND * 60, window=1.0, latency=LATENCY) as server:
+    with ServerProcess(rpm=PER_SECOND * 60, window=1.0, latency=LATENCY) as server:
         shoal_tool = SHOAL_ADAPTIVE if adaptive else SHOAL_RATE
         options: dict[str, Any] = {"base_url": server.url}
         if not adaptive:
@@ -337,8 +395,8 @@ def run_adaptive(repeat: int) -> Result:
 
 def run_tokens(repeat: int) -> Result:
     requests = chat_requests(N_TOKENS, max_tokens=200)
-    with OpenAIServer(
-        rpm=RPM, tpm=TPM, window=1.0, latency=TOKEN_LATENCY, reply_tokens=reply_length
+    with ServerProcess(
+        rpm=RPM, tpm=TPM, window=1.0, latency=TOKEN_LATENCY, vary_replies=True
     ) as server:
         tools: dict[str, Callable[[], Awaitable[Any]]] = {
             COOKBOOK: lambda: with_cookbook(server, requests),

@@ -24,6 +24,8 @@ What it does like a real server:
   first three times ``req-7`` arrives it gets these, then normal answers).
 - **401** without the right ``Authorization: Bearer`` when ``api_key`` is set (the key is never
   echoed).
+- ``POST /_testing/reset`` refills the budgets and forgets the counts, ``GET /_testing/stats``
+  returns them (for a server run in another process).
 - **Counts** what it received by the ``X-Client-Request-Id`` header (what ``shoal.llm`` sends as
   the request's ``custom_id``): ``received``, ``successes`` (200s), ``statuses``, and a ``log`` of
   ``(time, id, status)``; ``max(server.successes.values()) == 1`` says nothing was answered twice.
@@ -354,6 +356,21 @@ class OpenAIServer:
         self, method: str, path: str, headers: dict[str, str], raw: bytes
     ) -> tuple[int, dict[str, Any], dict[str, str]]:
         path = path.split("?", 1)[0].rstrip("/")
+        if path == "/_testing/reset":  # for a server in another process (benchmarks)
+            self.reset_budgets()
+            self.reset_counts()
+            return 200, {"reset": True}, {}
+        if path == "/_testing/stats":
+            with self._lock:
+                return (
+                    200,
+                    {
+                        "statuses": {str(k): v for k, v in self.statuses.items()},
+                        "max_successes": max(self.successes.values(), default=0),
+                        "received": sum(self.received.values()),
+                    },
+                    {},
+                )
         endpoint = {
             "/v1/chat/completions": "chat",
             "/v1/completions": "completions",
