@@ -182,7 +182,11 @@ async def with_cookbook(server: ServerProcess, requests: list[dict[str, Any]]) -
             nonlocal in_progress, done_ok, failed, last_rate_limit_error
             error = None
             try:
-                response = await client.post(url, json=request["body"])
+                response = await client.post(
+                    url,
+                    json=request["body"],
+                    headers={"X-Client-Request-Id": request["custom_id"]},  # server's counts
+                )
                 data = response.json()
                 if "error" in data:
                     error = data
