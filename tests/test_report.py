@@ -437,6 +437,7 @@ def test_json_follows_the_documented_schema(mixed: shoal.Run[Any], tmp_path: Pat
     up (in a report that has a bit of everything)."""
     report = Report.from_journal(_mixed_journal(tmp_path))
     report.add_table("findings", [{"file": "a.py", "line": 3}])
+    report.add_chart("per day", ["mon", "tue"], {"posts": [3, None]})
     data = json.loads(report.to_json())
     assert data["schema"] == SCHEMA == "shoal.report/1"
     fields = _documented_fields()

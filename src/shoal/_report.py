@@ -56,6 +56,8 @@ HISTOGRAM_BINS = 30  # at most this many latency bins
 PREVIEW = 80  # characters of an item's repr shown
 MESSAGE = 300  # characters of an error message shown
 TABLE_LIMIT = 50  # rows kept by add_table by default
+CHART_KINDS = ("bar", "line")  # what add_chart draws
+CHART_LABELS = 400  # at most this many x labels in a chart
 
 _EPS = 1e-9
 
@@ -182,6 +184,28 @@ class Table:
     total: int  # rows given (``rows`` holds at most the limit)
 
 
+@dataclass(frozen=True, slots=True)
+class Chart:
+    """A chart a job attached with :meth:`Report.add_chart`: one value per label and series."""
+
+    title: str
+    kind: str  # "bar" (grouped, or stacked) or "line"
+    labels: tuple[str, ...]  # the x axis: categories, days...
+    series: tuple[tuple[str, tuple[float | None, ...]], ...]  # (name, one value per label)
+    x_label: str = ""
+    y_label: str = ""
+    stacked: bool = False
+
+    def as_table(self) -> Table:
+        """The chart's data as a table (what text, Markdown and JSON readers see)."""
+        columns = (self.x_label or "label", *(name for name, _ in self.series))
+        rows = tuple(
+            (label, *(values[i] for _, values in self.series))
+            for i, label in enumerate(self.labels)
+        )
+        return Table(self.title, columns, rows, len(rows))
+
+
 @dataclass(slots=True)
 class _Row:
     """One piece, from either source: everything the report is computed from."""
@@ -240,6 +264,7 @@ class Report:
         usage: What the work reported with ``shoal.usage(...)``, summed (``None`` when nothing).
         timeline: :class:`Timeline`.
         tables: Tables the job attached with :meth:`add_table`.
+        charts: Charts the job attached with :meth:`add_chart`.
     """
 
     name: str
@@ -264,6 +289,7 @@ class Report:
     usage: dict[str, float] | None
     timeline: Timeline
     tables: list[Table] = field(default_factory=list, compare=False)
+    charts: list[Chart] = field(default_factory=list, compare=False)
 
     # ------------------------------------------------------------------ building
 
@@ -370,6 +396,71 @@ class Report:
         kept = tuple(tuple(_plain(row.get(name)) for name in names) for row in list(rows)[:limit])
         self.tables.append(Table(title, names, kept, len(rows)))
 
+    def add_chart(
+        self,
+        title: str,
+        labels: Sequence[Any],
+        series: Mapping[str, Sequence[float | None]],
+        *,
+        kind: str = "bar",
+        stacked: bool = False,
+        x_label: str = "",
+        y_label: str = "",
+    ) -> None:
+        """Attach a chart of the job's own (sentiment per day, say).
+
+        The HTML page draws it with matplotlib as inline SVG, like the report's own charts;
+        text and Markdown show its data as a table, and JSON keeps the data (``charts``).
+
+        Args:
+            title: The chart's heading.
+            labels: The x axis: one label per point or bar group (shown as their ``str``).
+            series: Name -> one number per label (``None`` for a missing value); a bar chart
+                draws the series side by side, or stacked with ``stacked=True``.
+            kind: ``"bar"`` or ``"line"``.
+            stacked: Stack a bar chart's series.
+            x_label, y_label: The axes' titles.
+
+        Raises:
+            ValueError: an empty title, an unknown kind, no series, more than 400 labels, a
+                series whose length differs from the labels', or a value that is not a finite
+                number.
+        """
+        if not isinstance(title, str) or not title.strip():
+            raise ValueError(f"add_chart(title={title!r}): give the chart a non-empty title")
+        if kind not in CHART_KINDS:
+            raise ValueError(f"add_chart(kind={kind!r}): use one of {', '.join(CHART_KINDS)}")
+        names = tuple(str(label) for label in labels)
+        if len(names) > CHART_LABELS:
+            raise ValueError(
+                f"add_chart: {len(names):,} labels; a chart shows at most {CHART_LABELS} "
+                "(group the data, or attach it with add_table)"
+            )
+        if not isinstance(series, Mapping) or not series:
+            raise ValueError(
+                "add_chart(series=...): give a mapping of series name -> one number per label"
+            )
+        kept: list[tuple[str, tuple[float | None, ...]]] = []
+        for name, given in series.items():
+            values = list(given)
+            if len(values) != len(names):
+                raise ValueError(
+                    f"add_chart: series {name!r} has {len(values)} values for {len(names)} "
+                    "labels; give one value per label (None where there is none)"
+                )
+            for value in values:
+                if value is not None and (
+                    isinstance(value, bool) or not _is_number(value) or not math.isfinite(value)
+                ):
+                    raise ValueError(
+                        f"add_chart: series {name!r} has the value {value!r}; values are finite "
+                        "numbers or None"
+                    )
+            kept.append((str(name), tuple(None if v is None else float(v) for v in values)))
+        self.charts.append(
+            Chart(title, kind, names, tuple(kept), str(x_label), str(y_label), bool(stacked))
+        )
+
     # ------------------------------------------------------------------ rendering
 
     def to_dict(self) -> dict[str, Any]:
@@ -465,6 +556,18 @@ class Report:
                     "total": tb.total,
                 }
                 for tb in self.tables
+            ],
+            "charts": [
+                {
+                    "title": ch.title,
+                    "kind": ch.kind,
+                    "labels": list(ch.labels),
+                    "series": [{"name": n, "values": list(v)} for n, v in ch.series],
+                    "x_label": ch.x_label,
+                    "y_label": ch.y_label,
+                    "stacked": ch.stacked,
+                }
+                for ch in self.charts
             ],
         }
 
@@ -989,7 +1092,7 @@ def _summary(report: Report) -> list[tuple[str, str]]:
     return lines
 
 
-def _views(report: Report) -> list[_View]:
+def _views(report: Report, *, charts: bool = True) -> list[_View]:
     views: list[_View] = []
     if report.retries_by_cause:
         views.append(
@@ -1089,7 +1192,7 @@ def _views(report: Report) -> list[_View]:
                 else ""
             ),
         )
-        for table in report.tables
+        for table in [*report.tables, *(c.as_table() for c in report.charts if charts)]
     )
     return views
 

@@ -19,7 +19,7 @@ from ._report import SCHEMA, _clean, _number, _secs, _summary, _truncate, _views
 from ._version import __version__
 
 if TYPE_CHECKING:
-    from ._report import Report
+    from ._report import Chart, Report
 
 
 def render_html(report: Report) -> str:
@@ -138,7 +138,51 @@ def _charts(report: Report) -> dict[str, str]:
             _empty(ax, "no failures and no retries")
         ax.set_title("Failures and retries by cause")
         failures_svg = _svg(fig)
-    return {"timeline": timeline_svg, "latency": latency_svg, "failures": failures_svg}
+        # The job's own charts (report.add_chart).
+        own = {f"job{n}": _job_chart(chart) for n, chart in enumerate(report.charts, 1)}
+    return {"timeline": timeline_svg, "latency": latency_svg, "failures": failures_svg, **own}
+
+
+def _job_chart(chart: Chart) -> str:
+    """A chart of the job's: bars (side by side or stacked) or lines, one colour per series."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(9, 3.4))
+    ax = fig.add_subplot()
+    xs = list(range(len(chart.labels)))
+    colours = ["#2f5d8a", "#c8553d", "#4c9a6a", "#d1a33b", "#7b5ea7", "#5b6570", "#3fa7b5"]
+    width = 0.8 if chart.stacked else 0.8 / max(len(chart.series), 1)
+    bottom = [0.0] * len(xs)
+    for n, (name, values) in enumerate(chart.series):
+        colour = colours[n % len(colours)]
+        label = _chart_label(name)
+        if chart.kind == "line":
+            ys = [float("nan") if v is None else v for v in values]
+            ax.plot(xs, ys, marker="o", markersize=3, color=colour, label=label)
+            continue
+        heights = [0.0 if v is None else v for v in values]
+        if chart.stacked:
+            ax.bar(xs, heights, width=width, bottom=bottom, color=colour, label=label)
+            bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
+        else:
+            offset = (n - (len(chart.series) - 1) / 2) * width
+            ax.bar([x + offset for x in xs], heights, width=width, color=colour, label=label)
+    if not xs:
+        _empty(ax, "no data")
+    else:
+        step = max(1, len(xs) // 30)  # at most about 30 tick labels
+        ticks = xs[::step]
+        ax.set_xticks(ticks, [_chart_label(chart.labels[x]) for x in ticks], parse_math=False)
+        if len(ticks) > 8 or max(len(chart.labels[x]) for x in ticks) > 10:
+            for tick in ax.get_xticklabels():
+                tick.set_rotation(45)
+                tick.set_horizontalalignment("right")
+        ax.axhline(0, color="#999", linewidth=0.6)
+        ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.set_xlabel(_chart_label(chart.x_label))
+    ax.set_ylabel(_chart_label(chart.y_label))
+    ax.set_title(_chart_label(chart.title))
+    return _svg(fig)
 
 
 def _empty(ax: Any, text: str) -> None:
@@ -242,7 +286,10 @@ def _page(report: Report, charts: Mapping[str, str]) -> str:
         "<h2>Failures and retries</h2>",
         _figure("failures", "Failed pieces and retried attempts by cause", charts["failures"]),
     ]
-    for view in _views(report):
+    for n, chart in enumerate(report.charts, 1):
+        parts.append(f"<h2>{e(chart.title)}</h2>")
+        parts.append(_figure(f"job{n}", chart.title, charts[f"job{n}"]))
+    for view in _views(report, charts=False):
         parts.append(f"<h2>{e(view.title)}</h2>")
         if view.note:
             parts.append(f'<p class="note">{e(view.note)}</p>')

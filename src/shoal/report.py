@@ -7,6 +7,7 @@ with charts, needs ``pip install 'shoal[report]'``) and ``report.save(path)`` re
 
 from ._report import (
     SCHEMA,
+    Chart,
     Counts,
     FailureExample,
     FailureGroup,
@@ -20,6 +21,7 @@ from ._report import (
 
 __all__ = [
     "SCHEMA",
+    "Chart",
     "Counts",
     "FailureExample",
     "FailureGroup",
