@@ -11,8 +11,11 @@ import shoal.events
 import shoal.testing
 
 PUBLIC = {
+    "Breaker",
+    "CircuitOpen",
     "ErrorInfo",
     "Failure",
+    "Hedge",
     "Job",
     "JobFailed",
     "Limits",
@@ -21,6 +24,7 @@ PUBLIC = {
     "Rate",
     "Report",
     "Retry",
+    "RetryBudget",
     "Run",
     "RunStats",
     "ShoalError",
@@ -44,6 +48,7 @@ def test_exception_tree() -> None:
     """Every shoal exception derives from ShoalError."""
     assert issubclass(shoal.Throttled, shoal.ShoalError)
     assert issubclass(shoal.JobFailed, shoal.ShoalError)
+    assert issubclass(shoal.CircuitOpen, shoal.ShoalError)
 
 
 def test_version_is_a_string() -> None:

@@ -76,6 +76,28 @@ class ThrottleWait(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class HedgeStarted(Event):
+    """A hedged attempt started: the piece's attempt ``attempt`` had run ``after`` seconds, longer
+    than the job's hedging percentile, so a second attempt of it runs beside it."""
+
+    attempt: int
+    after: float
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerChanged:
+    """A key's circuit breaker changed state: ``"open"`` (nothing is sent to the key until
+    ``until``, seconds since the run started), ``"half-open"`` (one probe attempt is out),
+    ``"closed"`` (the key goes again) or ``"gave-up"`` (its pieces fail unsent)."""
+
+    time: float
+    key: str
+    state: str
+    until: float | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class LimitChanged:
     """A limit changed while running (adaptive concurrency)."""
 
@@ -123,15 +145,16 @@ class RunStarted:
 
 @dataclass(frozen=True, slots=True)
 class RunFinished:
-    """The run ended: ``status`` is ``"finished"``, ``"failed"`` (an error stopped it) or
-    ``"interrupted"`` (cancelled, Ctrl-C, or its consumer stopped early)."""
+    """The run ended: ``status`` is ``"finished"``, ``"failed"`` (an error stopped it),
+    ``"interrupted"`` (cancelled, Ctrl-C, or its consumer stopped early) or ``"aborted"`` (more
+    pieces failed than ``Job(max_failure_rate=...)`` allows; ``RunStats.aborted`` says why)."""
 
     time: float
     status: str
     counts: Counts
 
 
-AnyEvent = Event | LimitChanged | RunStarted | RunFinished
+AnyEvent = Event | LimitChanged | BreakerChanged | RunStarted | RunFinished
 
 Subscriber = Callable[[AnyEvent], None]
 
@@ -143,6 +166,8 @@ for _record in (
     RetryScheduled,
     ThrottleWait,
     LimitChanged,
+    HedgeStarted,
+    BreakerChanged,
 ):
     quick_frozen_init(_record)
 del _record

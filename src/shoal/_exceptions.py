@@ -4,6 +4,7 @@ The tree::
 
     ShoalError                 anything shoal itself raises
      ├── Throttled             raised *by work*: "slow down", not a failure
+     ├── CircuitOpen           a piece's key gave up (Breaker(give_up=...)): failed unsent
      └── JobFailed             raised by map/run with errors="raise"; carries the whole Run
 
 Bad configuration raises the built-in ``ValueError`` or ``TypeError`` at construction, with a
@@ -53,6 +54,21 @@ class Throttled(ShoalError):
             message = (
                 "throttled" if retry_after is None else f"throttled, retry after {retry_after:g}s"
             )
+        super().__init__(message)
+
+
+class CircuitOpen(ShoalError):
+    """A piece failed without being sent: its key's circuit breaker gave up on it
+    (``shoal.Breaker(give_up=N)``: N probes in a row failed). ``shoal retry`` (or
+    ``job.retry_failed``) runs such pieces again once the key is back.
+
+    Args:
+        key: The key whose breaker gave up.
+        message: What happened, for reports.
+    """
+
+    def __init__(self, key: str, message: str) -> None:
+        self.key = key
         super().__init__(message)
 
 

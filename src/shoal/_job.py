@@ -44,6 +44,16 @@ from ._limits import Limits, Rate
 from ._loop import new_event_loop
 from ._outcome import Failure, Outcome, Run
 from ._plan import Plan, plan
+from ._resilience import (
+    Breaker,
+    Hedge,
+    RetryBudget,
+    as_breaker,
+    as_budget,
+    as_hedge,
+    check_abort,
+    describe_policies,
+)
 from ._retry import Retry
 from ._run import Scheduler
 from .backends import Backend, check_name, is_async_callable, resolve
@@ -119,6 +129,21 @@ class Job(Generic[T, R]):
         id: ``item -> unique string``: the piece's id in a journal. Without it the id is a hash
             of the item's content, so identical items share an id (and, on resume, a result).
         codec: How results are stored in a journal (default: JSON; see ``shoal.journal``).
+        hedge: Hedged attempts, for idempotent work only: ``True`` or :class:`Hedge`. An attempt
+            running longer than the 95th percentile of the latencies seen so far gets a second
+            attempt of the same piece; the first to succeed wins, the other is cancelled. At
+            most 5% extra attempts, within the same limits.
+        retry_budget: ``True``, a share (``0.2``) or :class:`RetryBudget`: retries across the
+            job may be at most that share of first attempts over a sliding window (plus a
+            floor); beyond it, transient failures fail at once, with a note saying why.
+        breaker: ``True`` or :class:`Breaker`: a circuit breaker per key. After a run of
+            failures on a key nothing is sent to it for a cooldown; then one probe attempt
+            decides whether it goes again. Other keys go on.
+        max_failure_rate: Stop the run early once more than this share of its settled pieces
+            failed (checked from ``min_pieces`` on): no new pieces start, those in flight
+            finish, the journal is committed; ``run.stats.aborted`` says why, and a run with
+            the same journal resumes the rest.
+        min_pieces: Pieces to settle before ``max_failure_rate`` is checked.
 
     Raises:
         TypeError, ValueError: anything that cannot work, at construction.
@@ -140,6 +165,11 @@ class Job(Generic[T, R]):
         id: Callable[[T], Any] | None = None,
         codec: Codec | None = None,
         cpu_bound: bool = False,
+        hedge: bool | Hedge | None = None,
+        retry_budget: bool | float | RetryBudget | None = None,
+        breaker: bool | Breaker | None = None,
+        max_failure_rate: float | None = None,
+        min_pieces: int = 50,
     ) -> None: ...
 
     @overload
@@ -158,6 +188,11 @@ class Job(Generic[T, R]):
         id: Callable[[T], Any] | None = None,
         codec: Codec | None = None,
         cpu_bound: bool = False,
+        hedge: bool | Hedge | None = None,
+        retry_budget: bool | float | RetryBudget | None = None,
+        breaker: bool | Breaker | None = None,
+        max_failure_rate: float | None = None,
+        min_pieces: int = 50,
     ) -> None: ...
 
     @overload
@@ -175,6 +210,11 @@ class Job(Generic[T, R]):
         id: Callable[[T], Any] | None = None,
         codec: Codec | None = None,
         cpu_bound: bool = False,
+        hedge: bool | Hedge | None = None,
+        retry_budget: bool | float | RetryBudget | None = None,
+        breaker: bool | Breaker | None = None,
+        max_failure_rate: float | None = None,
+        min_pieces: int = 50,
     ) -> None: ...
 
     @overload
@@ -192,6 +232,11 @@ class Job(Generic[T, R]):
         id: Callable[[T], Any] | None = None,
         codec: Codec | None = None,
         cpu_bound: bool = False,
+        hedge: bool | Hedge | None = None,
+        retry_budget: bool | float | RetryBudget | None = None,
+        breaker: bool | Breaker | None = None,
+        max_failure_rate: float | None = None,
+        min_pieces: int = 50,
     ) -> None: ...
 
     def __init__(
@@ -214,6 +259,11 @@ class Job(Generic[T, R]):
         codec: Codec | None = None,
         cpu_bound: bool = False,
         batch_size: int | None = None,
+        hedge: bool | Hedge | None = None,
+        retry_budget: bool | float | RetryBudget | None = None,
+        breaker: bool | Breaker | None = None,
+        max_failure_rate: float | None = None,
+        min_pieces: int = 50,
     ) -> None:
         if not callable(work):
             raise TypeError(
@@ -258,6 +308,11 @@ class Job(Generic[T, R]):
         self.cpu_bound = cpu_bound
         self.batch_size = check_batch_size(batch_size)
         self.name = name if name is not None else getattr(work, "__name__", type(work).__name__)
+        self.hedge = as_hedge(hedge)
+        self.retry_budget = as_budget(retry_budget)
+        self.breaker = as_breaker(breaker)
+        self.max_failure_rate = check_abort(max_failure_rate, min_pieces)
+        self.min_pieces = min_pieces
 
     def __repr__(self) -> str:
         return f"Job({self.name!r}, {self.limits!r}, {self.retry!r}, backend={self.backend!r})"
@@ -321,13 +376,21 @@ class Job(Generic[T, R]):
             piece_id=self.id,
             codec=self.codec,
             name=self.name,
+            hedge=self.hedge,
+            retry_budget=self.retry_budget,
+            breaker=self.breaker,
+            max_failure_rate=self.max_failure_rate,
+            min_pieces=self.min_pieces,
         )
 
     def fingerprint(self) -> str:
         """A hash of what decides this job's results: the work function (its name and source),
         the id function and the codec. Not the limits, retries or backend: a resumed run may use
         other ones."""
-        return job_fingerprint(self.work, self.id, self.codec)
+        # A wrapper that changes only which attempts fail (shoal.testing.chaos) is fingerprinted
+        # as the work it wraps, so a chaos run and a plain run share a journal.
+        work = getattr(self.work, "__shoal_inner_work__", self.work)
+        return job_fingerprint(work, self.id, self.codec)
 
     def describe(self) -> dict[str, Any]:
         """The job's configuration as plain data (stored in journals, shown in reports)."""
@@ -339,6 +402,8 @@ class Job(Generic[T, R]):
             "backend": self.backend if isinstance(self.backend, str) else repr(self.backend),
             "timeout": self.timeout,
             "codec": self.codec.name,
+            **describe_policies(self.hedge, self.retry_budget, self.breaker),
+            "max_failure_rate": self.max_failure_rate,
         }
 
     async def arun(
@@ -402,9 +467,14 @@ class Job(Generic[T, R]):
                 settled.extend(batch)
         if self.batch_size is not None:  # limited mode: one outcome per item, not per group
             settled = ungroup(settled, self.batch_size)
-        outcomes: list[Outcome[R]] = [None] * len(settled)  # type: ignore[list-item]
-        for outcome in settled:
-            outcomes[outcome.index] = outcome
+        outcomes: list[Outcome[R]]
+        if scheduler.aborted is not None:
+            # Stopped early: the pieces that settled, in input order (index says which item).
+            outcomes = sorted(settled, key=lambda o: o.index)
+        else:
+            outcomes = [None] * len(settled)  # type: ignore[list-item]
+            for outcome in settled:
+                outcomes[outcome.index] = outcome
         run: Run[R] = Run(
             outcomes,
             scheduler.stats()

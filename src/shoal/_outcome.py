@@ -160,6 +160,13 @@ class RunStats:
         started, finished: Seconds since the epoch.
         resumed: Pieces settled by an earlier run and read back from the journal (counted in
             total, succeeded and failed, not in attempts).
+        hedges: Hedged attempts started (``Job(hedge=...)``; counted in attempts too).
+        hedges_won: Of those, how many finished first with a value.
+        retries_denied: Transient failures not retried because the job's retry budget was
+            spent (``Job(retry_budget=...)``): they failed at once.
+        breaker_opened: Times a key's circuit breaker opened (``Job(breaker=...)``).
+        aborted: Why the run stopped early (``Job(max_failure_rate=...)``), or ``None``. An
+            aborted run's outcomes are the pieces that settled; the rest stay for a resume.
     """
 
     total: int
@@ -173,6 +180,11 @@ class RunStats:
     started: float
     finished: float
     resumed: int = 0
+    hedges: int = 0
+    hedges_won: int = 0
+    retries_denied: int = 0
+    breaker_opened: int = 0
+    aborted: str | None = None
 
     @property
     def throughput(self) -> float:

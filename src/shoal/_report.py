@@ -175,6 +175,48 @@ class Timeline:
 
 
 @dataclass(frozen=True, slots=True)
+class Resilience:
+    """What the job's resilience policies did (``Job(hedge=, retry_budget=, breaker=,
+    max_failure_rate=)``).
+
+    Attributes:
+        hedges: Hedged attempts started (a second attempt of a piece whose attempt ran long).
+        hedges_won: Hedges that finished first with a value.
+        retries_denied: Transient failures that failed at once because the retry budget was
+            spent.
+        breaker_opened: Times a key's circuit breaker opened.
+        aborted: Why the run stopped early, or ``None``.
+    """
+
+    hedges: int = 0
+    hedges_won: int = 0
+    retries_denied: int = 0
+    breaker_opened: int = 0
+    aborted: str | None = None
+
+    @classmethod
+    def of(cls, stats: Any) -> Resilience | None:
+        """From a RunStats or the stats dict a journal keeps; ``None`` when nothing happened."""
+        data: dict[str, Any] = stats if isinstance(stats, dict) else {}
+        if not isinstance(stats, dict):
+            for name in ("hedges", "hedges_won", "retries_denied", "breaker_opened", "aborted"):
+                data[name] = getattr(stats, name, None)
+        counts = [
+            int(data[name]) if _is_number(data.get(name)) else 0
+            for name in ("hedges", "hedges_won", "retries_denied", "breaker_opened")
+        ]
+        aborted = data.get("aborted")
+        found = cls(
+            hedges=counts[0],
+            hedges_won=counts[1],
+            retries_denied=counts[2],
+            breaker_opened=counts[3],
+            aborted=aborted if isinstance(aborted, str) else None,
+        )
+        return found if any(counts) or found.aborted else None
+
+
+@dataclass(frozen=True, slots=True)
 class Table:
     """A table a job attached with :meth:`Report.add_table`."""
 
@@ -265,6 +307,8 @@ class Report:
         timeline: :class:`Timeline`.
         tables: Tables the job attached with :meth:`add_table`.
         charts: Charts the job attached with :meth:`add_chart`.
+        resilience: :class:`Resilience`: hedges run and won, retries the budget denied, circuit
+            breakers opened, and why the run was aborted (``None`` when none of it happened).
     """
 
     name: str
@@ -290,6 +334,7 @@ class Report:
     timeline: Timeline
     tables: list[Table] = field(default_factory=list, compare=False)
     charts: list[Chart] = field(default_factory=list, compare=False)
+    resilience: Resilience | None = None
 
     # ------------------------------------------------------------------ building
 
@@ -324,11 +369,12 @@ class Report:
             name=run.name or "",
             version=__version__,
             source="run",
-            status="finished",
+            status="finished" if stats.aborted is None else "aborted",
             started=stats.started,
             finished=stats.finished,
             wall_time=stats.wall_time,
             rows=rows,
+            resilience=Resilience.of(stats),
         )
 
     @classmethod
@@ -468,6 +514,7 @@ class Report:
         latency = self.latency
         c = self.counts
         t = self.timeline
+        res = self.resilience or Resilience()
         return {
             "schema": SCHEMA,
             "name": self.name,
@@ -547,6 +594,13 @@ class Report:
                 "succeeded": list(t.succeeded),
                 "failed": list(t.failed),
                 "peak_in_flight": t.peak_in_flight,
+            },
+            "resilience": {
+                "hedges": res.hedges,
+                "hedges_won": res.hedges_won,
+                "retries_denied": res.retries_denied,
+                "breaker_opened": res.breaker_opened,
+                "aborted": res.aborted,
             },
             "tables": [
                 {
@@ -810,6 +864,7 @@ def _from_journal(path: str, run_id: int | None) -> Report:
         finished=started_at + wall,
         wall_time=wall,
         rows=rows,
+        resilience=Resilience.of(stats),
     )
 
 
@@ -844,6 +899,7 @@ def _build(
     finished: float,
     wall_time: float,
     rows: list[_Row],
+    resilience: Resilience | None = None,
 ) -> Report:
     settled = [r for r in rows if r.state in ("done", "failed")]
     here = [r for r in settled if not r.resumed]
@@ -904,6 +960,7 @@ def _build(
         failures=_failures(settled),
         usage=_usage_order(usage) if usage else None,
         timeline=_timeline(rows, started, wall_time),
+        resilience=resilience,
     )
 
 
@@ -1089,6 +1146,21 @@ def _summary(report: Report) -> list[tuple[str, str]]:
         lines.append(
             ("usage", ", ".join(f"{_clean(k)} {_number(v)}" for k, v in report.usage.items()))
         )
+    res = report.resilience
+    if res is not None:
+        if res.hedges:
+            lines.append(("hedges", f"{res.hedges:,} run, {res.hedges_won:,} won (finished first)"))
+        if res.retries_denied:
+            lines.append(
+                (
+                    "retry budget",
+                    f"{res.retries_denied:,} transient failures failed fast (budget spent)",
+                )
+            )
+        if res.breaker_opened:
+            lines.append(("circuit breakers", f"opened {res.breaker_opened:,} times"))
+        if res.aborted:
+            lines.append(("stopped early", _clean(res.aborted)))
     return lines
 
 

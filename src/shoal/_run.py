@@ -20,6 +20,7 @@ its key holds no worker slot.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import heapq
 import json
 import math
@@ -40,7 +41,9 @@ from ._codec import Codec, JSONCodec, content_id
 from ._events import (
     AnyEvent,
     AttemptStarted,
+    BreakerChanged,
     Counts,
+    HedgeStarted,
     LimitChanged,
     PieceFailed,
     PieceSucceeded,
@@ -50,9 +53,22 @@ from ._events import (
     Subscriber,
     ThrottleWait,
 )
+from ._exceptions import CircuitOpen
 from ._journal import JournalSession, Preset
 from ._limits import EPSILON, KeyState, Limits, RateMeter
 from ._outcome import ErrorInfo, Outcome, RunStats, type_name
+from ._resilience import (
+    CLOSED,
+    GAVE_UP,
+    HALF_OPEN,
+    OPEN,
+    Breaker,
+    BreakerState,
+    Budget,
+    Hedge,
+    Latencies,
+    RetryBudget,
+)
 from ._retry import Retry, throttle_delay
 from ._split import Malformed, MalformedInput, Provenance, Sourced
 from ._usage import Reported
@@ -69,6 +85,7 @@ _set_meter = _usage_meter.set
 
 _KEY = 1  # payload: a key whose throttle pause is over
 _WAKE = 2  # payload: None; the rate limit allows starts again
+_HEDGE = 3  # payload: (piece, race); its attempt has run past the hedging percentile
 
 
 class _Piece:
@@ -85,7 +102,9 @@ class _Piece:
         "index",
         "item",
         "key",
+        "probe",
         "provenance",
+        "race",
         "reports",
         "reservations",
         "retry_causes",
@@ -120,6 +139,27 @@ class _Piece:
         # Rates counted from what the attempt reports (Rate(actual=...)): (meter, entries,
         # counter name, its total and the report count when the attempt was admitted).
         self.charges: tuple[tuple[RateMeter, list[list[float]], str, float, int], ...] = ()
+        self.probe = False  # this attempt is its key's circuit breaker's probe
+        self.race: _Race | None = None  # hedging: the attempts of this try running at once
+
+
+class _Race:
+    """The attempts of one try of a piece running at once (hedging): the first success wins.
+
+    Each attempt ("racer") is a task of its own, so the loser can be cancelled: on the event loop
+    that stops the coroutine; a thread cannot be stopped, so its call runs on and its result is
+    dropped; on the process backend cancelling kills and replaces the worker (as a timeout does).
+    """
+
+    __slots__ = ("errors", "hedged", "racers", "waiter")
+
+    def __init__(self, waiter: asyncio.Future[tuple[Any, BaseException | None]]) -> None:
+        # Settled with (value, None) by the first success, or (None, error) once every racer
+        # failed (the first error).
+        self.waiter = waiter
+        self.racers: list[asyncio.Task[None]] = []
+        self.errors: list[BaseException] = []
+        self.hedged = False  # a hedge was asked for (one per try at most)
 
 
 class Scheduler:
@@ -155,6 +195,11 @@ class Scheduler:
         piece_id: Callable[[Any], Any] | None = None,
         codec: Codec | None = None,
         name: str = "",
+        hedge: Hedge | None = None,
+        retry_budget: RetryBudget | None = None,
+        breaker: Breaker | None = None,
+        max_failure_rate: float | None = None,
+        min_pieces: int = 50,
     ) -> None:
         self._work = work
         self._name = name
@@ -253,6 +298,26 @@ class Scheduler:
         self.failed = 0
         self.resumed = 0
 
+        # Resilience (see _resilience): hedged attempts, the retry budget, circuit breakers, the
+        # abort threshold. Each costs nothing when it is off.
+        self._hedge = hedge
+        self._latencies = Latencies(hedge) if hedge is not None else None
+        self._hedge_wanted: list[tuple[_Piece, _Race]] = []
+        self._racers: set[asyncio.Task[None]] = set()
+        self._budget = Budget(retry_budget) if retry_budget is not None else None
+        self._breaker = breaker
+        self._breakers: dict[str, BreakerState] = {}
+        self._open_breakers: set[str] = set()  # keys whose breaker is not closed
+        self._max_failure_rate = max_failure_rate
+        self._min_pieces = min_pieces
+        self._ran = 0  # pieces this run settled (for the abort threshold)
+        self._ran_failed = 0
+        self.aborted: str | None = None
+        self.hedges = 0
+        self.hedges_won = 0
+        self.retries_denied = 0
+        self.breaker_opened = 0
+
     # ------------------------------------------------------------------ driving
 
     async def batches(self) -> AsyncGenerator[list[Outcome[Any]], None]:
@@ -275,7 +340,14 @@ class Scheduler:
                 lookups = journal.has_settled and journal.preloaded is None
                 self._preloaded = journal.preloaded
             self._backend_started = True
-            self._invoke = await self._backend.start(self._work, concurrency=self._concurrency)
+            room = 0
+            if self._hedge is not None:
+                # A hedge's losing attempt in a thread cannot be stopped: give the pool room for
+                # the few that run on (hedges are capped at max_share of the attempts).
+                room = math.ceil(self._concurrency * self._hedge.max_share)
+            self._invoke = await self._backend.start(
+                self._work, concurrency=self._concurrency + room
+            )
             if self._async_iter is not None or lookups:
                 # Pieces that may be settled already are checked against the journal in chunks
                 # before they run; that needs the feeder even for a plain iterable.
@@ -295,7 +367,11 @@ class Scheduler:
                     yield batch
                     continue
                 if self._draining and self._in_flight == 0:
-                    break  # drained: what never started stays for a resume ("interrupted")
+                    # Drained: what never started stays for a resume ("interrupted"), also when
+                    # the abort threshold drained it.
+                    if self.aborted is not None:
+                        self._status = "aborted"
+                    break
                 if self._exhausted and self._unsettled == 0 and not self._reorder:
                     self._status = "finished"
                     break
@@ -368,6 +444,11 @@ class Scheduler:
             started=self._wall0,
             finished=self._wall0 + (now - self._t0),
             resumed=self.resumed,
+            hedges=self.hedges,
+            hedges_won=self.hedges_won,
+            retries_denied=self.retries_denied,
+            breaker_opened=self.breaker_opened,
+            aborted=self.aborted,
         )
 
     def _notify(self) -> None:
@@ -381,6 +462,7 @@ class Scheduler:
             self._timer_handle.cancel()
             self._timer_handle = None
         pending = [t for t in self._workers if not t.done()]
+        pending.extend(t for t in self._racers if not t.done())
         pending.extend(
             helper
             for helper in (self._feeder, self._checker)
@@ -410,6 +492,11 @@ class Scheduler:
                         "retries": stats.retries,
                         "throttles": stats.throttles,
                         "wall_time": stats.wall_time,
+                        "hedges": stats.hedges,
+                        "hedges_won": stats.hedges_won,
+                        "retries_denied": stats.retries_denied,
+                        "breaker_opened": stats.breaker_opened,
+                        "aborted": stats.aborted,
                     },
                 )
 
@@ -745,6 +832,10 @@ class Scheduler:
         if journal is not None and journal.backlog >= self._journal_limit:
             self._journal_blocked = True  # resumed by the next commit
             return None
+        if self._hedge_wanted:  # stragglers' hedges go before new pieces
+            self._start_hedges()
+            if self._in_flight >= self._concurrency:
+                return None
         ready = self._ready
         sync_iter = self._sync_iter if self._pull_inline else None
         gated = self._gated
@@ -792,6 +883,8 @@ class Scheduler:
             self._in_flight += 1
             if self._count_keys:
                 self._key_state(piece.key).in_flight += 1
+            if self._budget is not None and piece.first_start < 0:
+                self._budget.deposit(self._clock.now())  # a first attempt: retries may follow
             return piece
 
     def _admit(self, piece: _Piece, now: float) -> int:
@@ -811,6 +904,25 @@ class Scheduler:
             if per_key is not None and state.in_flight >= per_key:
                 self._park(piece)  # its key's next release unparks it
                 return 1
+        probe = 0
+        if self._open_breakers and key in self._open_breakers:
+            probe = self._breakers[key].peek(now)
+            if probe == 2:
+                self._wait_for_breaker(piece, now)
+                return 1
+            if probe == 3:
+                self._fail(
+                    piece,
+                    CircuitOpen(
+                        key,
+                        f"not sent: the circuit breaker of key {key!r} gave up after "
+                        f"{self._breakers[key].failed_probes} failed probes in a row; run the "
+                        "failed pieces again later (shoal retry, job.retry_failed)",
+                    ),
+                    now,
+                    before_start=True,
+                )
+                return 3
         if self._rates:
             if now < self._blocked_until - EPSILON:
                 return 2
@@ -858,6 +970,8 @@ class Scheduler:
                     )
                     for i, name in self._actuals
                 )
+        if probe == 1:
+            self._start_probe(piece, now)
         piece.unparked = False
         return 0
 
@@ -981,6 +1095,8 @@ class Scheduler:
                 self._requeue(payload, now)
             elif kind == _KEY:
                 self._unpark(payload, now)
+            elif kind == _HEDGE:
+                self._want_hedge(*payload)
         if timers:
             self._arm_timer()
         self._fill()
@@ -1015,6 +1131,8 @@ class Scheduler:
         invoke = self._invoke
         assert invoke is not None
         _set_meter(piece)  # shoal.usage() in the work adds to this piece (this worker's context)
+        if self._hedge is not None:
+            return await self._race(piece, started)
         try:
             if self._timeout is None:
                 value = await invoke(piece.item)
@@ -1148,6 +1266,8 @@ class Scheduler:
             self._record_settled(piece, first, end, encoded, None)
         if self._adaptive is not None:
             self._adapt(piece, now, drop=False)
+        if self._breaker is not None:
+            self._breaker_record(piece, False, now)
         self._release(piece, now)
         self.succeeded += 1
         if self._piece_subs:
@@ -1180,6 +1300,8 @@ class Scheduler:
                 piece.usage,
             )
         )
+        if self._max_failure_rate is not None:
+            self._check_abort(failed=False)
 
     def _on_error(self, piece: _Piece, exc: BaseException) -> None:
         now = self._clock.now()
@@ -1193,6 +1315,12 @@ class Scheduler:
         retry_after = throttle_delay(exc)
         if self._adaptive is not None and (retry_after is not False or type(exc) is TimeoutError):
             self._adapt(piece, now, drop=True)
+        if self._breaker is not None:
+            if retry_after is False:
+                self._breaker_record(piece, retry.retries_on(exc), now)
+            elif piece.probe:  # a throttled probe tells nothing: the next attempt probes
+                piece.probe = False
+                self._breaker_of(piece.key).probe_void()
         self._release(piece, now)
         if retry_after is not False:
             piece.attempts -= 1  # a throttle does not use up an attempt
@@ -1242,6 +1370,16 @@ class Scheduler:
             and retry.retries_on(exc)
             and self._within_deadline(piece, now, delay := retry.backoff(piece.attempts, self._rng))
         ):
+            budget = self._budget
+            if budget is not None and not budget.withdraw(now):
+                self.retries_denied += 1
+                exc.add_note(
+                    f"(not retried: the job's retry budget is spent: {budget.describe(now)}; "
+                    "failing fast rather than piling retries onto a failing dependency. "
+                    "Job(retry_budget=...) sets it)"
+                )
+                self._fail(piece, exc, now)
+                return
             self.retries += 1
             piece.retry_causes = (*piece.retry_causes, _type_name(exc))
             if self._journal is not None and piece.id:
@@ -1314,6 +1452,8 @@ class Scheduler:
                 piece.usage,
             )
         )
+        if self._max_failure_rate is not None:
+            self._check_abort(failed=True)
 
     def _settle(self, outcome: Outcome[Any]) -> None:
         self._unsettled -= 1
@@ -1334,6 +1474,288 @@ class Scheduler:
             self._batch.append(outcome)
         self._notify()
         self._wake_feeder()
+
+    # ------------------------------------------------------------------ hedging
+
+    async def _race(self, piece: _Piece, started: float) -> bool:
+        """One try of ``piece`` that may be hedged: its first attempt runs as a task, a timer
+        asks for a hedge once it runs past the percentile, and the first success settles it."""
+        loop = self._loop
+        assert loop is not None and self._latencies is not None
+        race = _Race(loop.create_future())
+        piece.race = race
+        self._start_racer(piece, race, hedge=False)
+        threshold = self._latencies.threshold()
+        if threshold is not None and self._hedge_room(0):
+            self._add_timer(started + threshold, _HEDGE, (piece, race))
+        try:
+            value, exc = await race.waiter
+        except asyncio.CancelledError:
+            for task in race.racers:
+                task.cancel()
+            raise
+        finally:
+            piece.race = None
+        if exc is None:
+            self._on_success(piece, value)
+        elif isinstance(exc, Exception | asyncio.CancelledError):
+            self._on_error(piece, exc)
+        else:  # KeyboardInterrupt, SystemExit from the work: the racer stopped the run
+            return False
+        return True
+
+    def _start_racer(self, piece: _Piece, race: _Race, *, hedge: bool) -> None:
+        loop = self._loop
+        assert loop is not None
+        if hedge:  # started from _take, in whatever context: shoal.usage() must find the piece
+            context = contextvars.copy_context()
+            context.run(_set_meter, piece)
+            task = loop.create_task(self._racer(piece, race, hedge=True), context=context)
+        else:
+            task = loop.create_task(self._racer(piece, race, hedge=False))
+        race.racers.append(task)
+        self._racers.add(task)
+        task.add_done_callback(self._racers.discard)
+
+    async def _racer(self, piece: _Piece, race: _Race, *, hedge: bool) -> None:
+        """One attempt of a hedged try, as its own task."""
+        started = self._clock.now()
+        invoke = self._invoke
+        assert invoke is not None
+        try:
+            try:
+                if self._timeout is None:
+                    value = await invoke(piece.item)
+                else:
+                    value = await self._invoke_with_timeout(invoke, piece.item, self._timeout)
+                if type(value) is Reported:
+                    piece.usage = merge_usage(piece.usage, value.usage)
+                    piece.reports += 1
+                    value = value.value
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if self._closing:
+                    raise
+                if task is not None and task.cancelling():
+                    return  # it lost: the winner cancelled it
+                self._racer_failed(race, asyncio.CancelledError("the work raised CancelledError"))
+            except Exception as exc:
+                self._racer_failed(race, exc)
+            except BaseException as exc:  # KeyboardInterrupt, SystemExit from the work
+                self._fatal = exc
+                self._notify()
+                if not race.waiter.done():
+                    race.waiter.set_result((None, exc))
+            else:
+                self._racer_won(race, value, hedge, self._clock.now() - started)
+        finally:
+            task = asyncio.current_task()
+            if task is not None and task in race.racers:
+                race.racers.remove(task)
+            if hedge:
+                self._end_hedge(piece)
+
+    def _racer_won(self, race: _Race, value: Any, hedge: bool, seconds: float) -> None:
+        if race.waiter.done():
+            return  # the other one finished in the same turn, and first
+        if hedge:
+            self.hedges_won += 1
+        assert self._latencies is not None
+        self._latencies.add(seconds)
+        current = asyncio.current_task()
+        for task in race.racers:
+            if task is not current:
+                task.cancel()
+        race.waiter.set_result((value, None))
+
+    def _racer_failed(self, race: _Race, exc: BaseException) -> None:
+        if race.waiter.done():
+            return
+        race.errors.append(exc)
+        if len(race.racers) > 1:
+            return  # the other attempt may still succeed
+        race.waiter.set_result((None, race.errors[0]))
+
+    def _hedge_room(self, queued: int) -> bool:
+        """Whether one more hedge stays within ``max_share`` of the other attempts."""
+        assert self._hedge is not None
+        hedges = self.hedges + queued + 1
+        return hedges <= self._hedge.max_share * (self.attempts - self.hedges) + 1e-9
+
+    def _want_hedge(self, piece: _Piece, race: _Race) -> None:
+        """The hedge timer of a try fired: ask for a hedge if it still runs and there is room."""
+        if race.waiter.done() or race.hedged or self._draining:
+            return
+        if not self._hedge_room(len(self._hedge_wanted)):
+            return
+        race.hedged = True
+        self._hedge_wanted.append((piece, race))
+
+    def _start_hedges(self) -> None:
+        """Start the hedges asked for that the limits allow now (each takes a slot)."""
+        wanted, self._hedge_wanted = self._hedge_wanted, []
+        now = self._clock.now()
+        for piece, race in wanted:
+            if race.waiter.done():
+                continue  # the try ended meanwhile
+            if self._in_flight >= self._concurrency:
+                self._hedge_wanted.append((piece, race))
+                continue
+            if not self._hedge_room(0):
+                continue
+            if not self._admit_hedge(piece, now):
+                self._hedge_wanted.append((piece, race))  # its key or a rate: later
+                continue
+            self.attempts += 1
+            self.hedges += 1
+            self._in_flight += 1
+            if self._count_keys:
+                self._key_state(piece.key).in_flight += 1
+            if self._subs:
+                self._emit(
+                    HedgeStarted(
+                        now - self._t0,
+                        piece.index,
+                        piece.key,
+                        piece.attempts,
+                        now - piece.attempt_start,
+                    )
+                )
+            self._start_racer(piece, race, hedge=True)
+
+    def _admit_hedge(self, piece: _Piece, now: float) -> bool:
+        """Whether the limits let a hedge of ``piece`` start now (its rates are then counted);
+        a hedge never waits in a queue of its own key."""
+        key = piece.key
+        if key in self._open_breakers:
+            return False
+        state = self._keys.get(key)
+        if state is not None:
+            if state.paused_until > now + EPSILON:
+                return False
+            if self._count_keys:
+                cap = self._per_key if self._adaptive is None else self._limit_of(key).value
+                if cap is not None and state.in_flight >= cap:
+                    return False
+        if self._rates:
+            if now < self._blocked_until - EPSILON:
+                return False
+            weights = piece.weights
+            for meter, weight in zip(self._rates, weights, strict=True):
+                if meter.wait(weight, now) > 0.0:
+                    return False
+            for meter, weight in zip(self._rates, weights, strict=True):
+                meter.start(weight, now)
+        return True
+
+    def _end_hedge(self, piece: _Piece) -> None:
+        """A hedge attempt ended (won, lost or failed): give back its slot."""
+        self._in_flight -= 1
+        if self._draining and not self._in_flight:
+            self._notify()
+        if self._count_keys:
+            self._keys[piece.key].in_flight -= 1
+            if piece.key in self._parked:
+                self._unpark(piece.key, self._clock.now())
+        if not self._closing:
+            self._fill()
+
+    # ------------------------------------------------------------------ circuit breakers
+
+    def _breaker_of(self, key: str) -> BreakerState:
+        breaker = self._breakers.get(key)
+        if breaker is None:
+            assert self._breaker is not None
+            breaker = self._breakers[key] = BreakerState(self._breaker)
+        return breaker
+
+    def _breaker_record(self, piece: _Piece, failed: bool, now: float) -> None:
+        """Tell ``piece``'s key's breaker how its attempt went; act on a change of state."""
+        breaker = self._breaker_of(piece.key)
+        probe, piece.probe = piece.probe, False
+        change = breaker.record(failed, now, probe=probe)
+        if change is None:
+            return
+        key = piece.key
+        until: float | None = None
+        if change == OPEN:
+            self.breaker_opened += 1
+            self._open_breakers.add(key)
+            # Nothing goes to the key until the cooldown ends: its pieces park, as in a pause.
+            self._gated = True
+            state = self._key_state(key)
+            state.paused_until = max(state.paused_until, breaker.until)
+            if key in self._parked:
+                self._resume_later(key, state)
+            until = breaker.until - self._t0
+        elif change == CLOSED:
+            self._open_breakers.discard(key)
+            self._unpark(key, now)
+        if self._subs:
+            reason = {
+                OPEN: breaker.reason(),
+                CLOSED: "the probe succeeded",
+                GAVE_UP: f"{breaker.failed_probes} probes failed in a row",
+            }[change]
+            self._emit(BreakerChanged(now - self._t0, key, change, until, reason))
+        if change == GAVE_UP:
+            parked = self._parked.pop(key, [])
+            for _, waiting in sorted(parked):
+                self._fail(
+                    waiting,
+                    CircuitOpen(
+                        key,
+                        f"not sent: the circuit breaker of key {key!r} gave up after "
+                        f"{breaker.failed_probes} failed probes in a row; run the failed "
+                        "pieces again later (shoal retry, job.retry_failed)",
+                    ),
+                    now,
+                    before_start=True,
+                )
+
+    def _wait_for_breaker(self, piece: _Piece, now: float) -> None:
+        """Park ``piece`` while its key's breaker is open or its probe is out."""
+        breaker = self._breakers[piece.key]
+        self._park(piece)
+        if breaker.state == OPEN:  # a timer unparks the key when the cooldown ends
+            state = self._key_state(piece.key)
+            state.paused_until = max(state.paused_until, breaker.until)
+            self._resume_later(piece.key, state)
+        # Half-open: the probe's end unparks the key.
+
+    def _start_probe(self, piece: _Piece, now: float) -> None:
+        breaker = self._breakers[piece.key]
+        was = breaker.state
+        breaker.start_probe()
+        piece.probe = True
+        if self._subs and was != HALF_OPEN:
+            self._emit(
+                BreakerChanged(
+                    now - self._t0, piece.key, HALF_OPEN, None, "the cooldown is over: one probe"
+                )
+            )
+
+    # ------------------------------------------------------------------ the abort threshold
+
+    def _check_abort(self, *, failed: bool) -> None:
+        """Count a piece this run settled; drain the run once too many failed."""
+        self._ran += 1
+        if failed:
+            self._ran_failed += 1
+        rate = self._max_failure_rate
+        assert rate is not None
+        if (
+            self.aborted is None
+            and self._ran >= self._min_pieces
+            and self._ran_failed > rate * self._ran + 1e-9
+        ):
+            self.aborted = (
+                f"aborted: {self._ran_failed:,} of the {self._ran:,} pieces settled had failed "
+                f"({self._ran_failed / self._ran:.0%}), more than max_failure_rate={rate:g} "
+                f"allows (checked from min_pieces={self._min_pieces}); the pieces in flight "
+                "finished, the rest never started and stay for a resume"
+            )
+            self.drain()
 
     # ------------------------------------------------------------------ events
 

@@ -262,6 +262,14 @@ def _add_limit_options(parser: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help="auto, async, thread, process, dask or ray",
     )
+    group.add_argument(
+        "--chaos",
+        type=_chaos,
+        metavar="SPEC",
+        help="test the job's resilience: fail, throttle and stall a seeded share of calls, "
+        'e.g. "fail=0.2,throttle=0.1,slow=0.05,seed=1" (also stall=SECONDS, '
+        "retry_after=SECONDS); see shoal.testing.chaos",
+    )
 
 
 def _add_output_options(parser: argparse.ArgumentParser) -> None:
@@ -334,6 +342,54 @@ def _rate(text: str) -> str:
         fix = str(exc).split("; ", 1)[-1]
         raise argparse.ArgumentTypeError(f"{text!r} is not a rate; {fix}") from None
     return text
+
+
+_CHAOS_KEYS = {"fail", "throttle", "slow", "seed", "stall", "retry_after"}
+
+
+def _chaos(text: str) -> dict[str, float]:
+    """``--chaos fail=0.2,throttle=0.1,slow=0.05,seed=1``, checked as chaos() checks it."""
+    from .testing import chaos  # only when asked for
+
+    spec: dict[str, float] = {}
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        name, sep, value = part.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or name not in _CHAOS_KEYS:
+            raise argparse.ArgumentTypeError(
+                f"{part!r} is not a chaos setting; give --chaos NAME=VALUE pairs separated by "
+                f"commas, with NAME one of {', '.join(sorted(_CHAOS_KEYS))} (e.g. "
+                '"fail=0.2,throttle=0.1,slow=0.05,seed=1")'
+            )
+        try:
+            spec[name] = int(value) if name == "seed" else float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{part!r}: {value.strip()!r} is not a number"
+                + (" (seed is a whole number)" if name == "seed" else "")
+            ) from None
+    try:
+        chaos(_noop, **spec)  # type: ignore[arg-type]
+    except (TypeError, ValueError) as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return spec
+
+
+def _noop(item: object) -> object:
+    return item
+
+
+def with_chaos(job: Job[Any, Any], spec: dict[str, float] | None) -> Job[Any, Any]:
+    """A copy of ``job`` whose work misbehaves as ``--chaos`` says (the journal is the same)."""
+    if not spec:
+        return job
+    from .testing import chaos
+
+    new = copy.copy(job)
+    new.work = chaos(job.work, **spec)  # type: ignore[arg-type]
+    return new
 
 
 def _backend(text: str) -> str:
@@ -840,7 +896,7 @@ def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
     _check_report(args.report)
     module, job, var = load_job(jobfile, name)
     overrides = _overrides(args)
-    job = apply_overrides(job, overrides, jobfile)
+    job = with_chaos(apply_overrides(job, overrides, jobfile), args.chaos)
     journal = _journal_path(args, job)
     items = open_input(
         args.input, args.input_format, strict=args.strict, module=module, jobfile=jobfile
@@ -897,7 +953,7 @@ def _cmd_retry(args: argparse.Namespace, argv: list[str]) -> int:
     module, job, _ = load_job(jobfile, name if isinstance(name, str) else None)
     overrides = dict(recorded.get("overrides") or {})
     overrides.update(_overrides(args))
-    job = apply_overrides(job, overrides, jobfile)
+    job = with_chaos(apply_overrides(job, overrides, jobfile), args.chaos)
     status = read_status(path)
     spec = args.input
     fmt = args.input_format
@@ -1186,7 +1242,7 @@ def _cmd_status(args: argparse.Namespace, argv: list[str]) -> int:
             print(f"ETA:      not running ({left:,} left; `shoal run` again to resume)")
     if status.run_status != "running" and isinstance(meta, dict):
         left_over = counts.get("pending", 0) + counts.get("running", 0)
-        if status.run_status == "interrupted" or left_over:
+        if status.run_status in ("interrupted", "aborted") or left_over:
             print(f"resume:   {_resume_from_meta(meta, path)}")
     if errors:
         print("last errors:")

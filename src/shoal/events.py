@@ -3,8 +3,10 @@
 from ._events import (
     AnyEvent,
     AttemptStarted,
+    BreakerChanged,
     Counts,
     Event,
+    HedgeStarted,
     LimitChanged,
     PieceFailed,
     PieceSucceeded,
@@ -18,8 +20,10 @@ from ._events import (
 __all__ = [
     "AnyEvent",
     "AttemptStarted",
+    "BreakerChanged",
     "Counts",
     "Event",
+    "HedgeStarted",
     "LimitChanged",
     "PieceFailed",
     "PieceSucceeded",

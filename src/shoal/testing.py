@@ -11,21 +11,32 @@ a timer, time jumps straight to the next one. Backoff, rate limits, timeouts and
 
 Work that runs in threads keeps running in real time while virtual time may jump ahead, so exact
 schedules are for ``async def`` work.
+
+``chaos(work, fail=0.2, throttle=0.1, slow=0.05, seed=1)`` wraps a work function so that it fails,
+throttles and stalls on a seeded, repeatable share of its calls: a way to see what a job does when
+its dependency misbehaves, before production shows you.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
+import os
+import random
 import selectors
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-from ._events import AnyEvent, Event, LimitChanged, RunFinished, RunStarted
+from ._codec import content_id
+from ._events import AnyEvent, BreakerChanged, Event, LimitChanged, RunFinished, RunStarted
+from ._exceptions import Throttled
+from .backends import is_async_callable
 
-__all__ = ["EventLog", "FakeClock"]
+__all__ = ["Chaos", "ChaosError", "EventLog", "FakeClock", "chaos"]
 
 T = TypeVar("T")
-E = TypeVar("E", bound=Event | LimitChanged | RunStarted | RunFinished)
+E = TypeVar("E", bound=Event | LimitChanged | BreakerChanged | RunStarted | RunFinished)
 
 
 class _VirtualSelector(selectors.DefaultSelector):
@@ -118,3 +129,191 @@ class EventLog:
 
     def __len__(self) -> int:
         return len(self.events)
+
+
+# ---------------------------------------------------------------------- chaos
+
+
+class ChaosError(ConnectionError):
+    """A failure :func:`chaos` injected. A ``ConnectionError`` (an ``OSError``), like the
+    transient failures it stands for, so ``Retry(on=(OSError,))`` retries it."""
+
+
+class Chaos:
+    """Work wrapped by :func:`chaos`: call it like the work itself.
+
+    Attributes:
+        work: The wrapped work function.
+        injected: How many calls this process failed, throttled and stalled so far.
+    """
+
+    def __init__(
+        self,
+        work: Callable[..., Any],
+        *,
+        fail: float,
+        throttle: float,
+        slow: float,
+        seed: int,
+        stall: float,
+        retry_after: float | None,
+    ) -> None:
+        self.work = work
+        self.fail = fail
+        self.throttle = throttle
+        self.slow = slow
+        self.seed = seed
+        self.stall = stall
+        self.retry_after = retry_after
+        self.injected: dict[str, int] = {"fail": 0, "throttle": 0, "slow": 0}
+        self._calls: dict[str, int] = {}
+        self._pid = os.getpid()
+        self.__name__ = getattr(work, "__name__", type(work).__name__)
+        self.__qualname__ = getattr(work, "__qualname__", self.__name__)
+        self.__module__ = getattr(work, "__module__", __name__)
+        self.__doc__ = getattr(work, "__doc__", None)
+        # A chaos run shares its journal with plain runs of the work (Job.fingerprint): chaos
+        # changes which attempts fail, never what a success returns.
+        self.__shoal_inner_work__ = work
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_calls"] = {}
+        return state
+
+    def _fate(self, item: Any) -> str:
+        """``"fail"``, ``"throttle"``, ``"slow"`` or ``"ok"`` for this call of ``item``.
+
+        Drawn from ``(seed, the item's content hash, how many times this item was called
+        before)``, so the same item meets the same fate on the same call whatever the order the
+        pieces run in. Another process (the process backend) counts its own calls and mixes in
+        its process id: seeded, but not repeatable across runs there.
+        """
+        try:
+            ident = content_id(item)
+        except Exception:  # not JSON-like: its repr will do
+            ident = repr(item)
+        n = self._calls.get(ident, 0)
+        self._calls[ident] = n + 1
+        salt = "" if os.getpid() == self._pid else f":{os.getpid()}"
+        u = random.Random(f"{self.seed}:{ident}:{n}{salt}").random()
+        if u < self.fail:
+            fate = "fail"
+        elif u < self.fail + self.throttle:
+            fate = "throttle"
+        elif u < self.fail + self.throttle + self.slow:
+            fate = "slow"
+        else:
+            return "ok"
+        self.injected[fate] += 1
+        return fate
+
+    def __call__(self, item: Any) -> Any:  # the sync and async subclasses do the work
+        raise NotImplementedError
+
+    def _raise(self, fate: str) -> None:
+        if fate == "fail":
+            raise ChaosError("chaos: injected failure")
+        if fate == "throttle":
+            raise Throttled(retry_after=self.retry_after, message="chaos: injected throttle")
+
+    def __repr__(self) -> str:
+        return (
+            f"chaos({self.__qualname__}, fail={self.fail:g}, throttle={self.throttle:g}, "
+            f"slow={self.slow:g}, seed={self.seed})"
+        )
+
+
+class _SyncChaos(Chaos):
+    def __call__(self, item: Any) -> Any:
+        fate = self._fate(item)
+        self._raise(fate)
+        if fate == "slow":
+            time.sleep(self.stall)
+        return self.work(item)
+
+
+class _AsyncChaos(Chaos):
+    async def __call__(self, item: Any) -> Any:
+        fate = self._fate(item)
+        self._raise(fate)
+        if fate == "slow":
+            await asyncio.sleep(self.stall)
+        return await self.work(item)
+
+
+def _share(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"chaos({name}={value!r}): expected a share of calls between 0 and 1")
+    if not (math.isfinite(value) and 0 <= value <= 1):
+        raise ValueError(f"chaos({name}={value!r}): must be between 0 and 1 (0.2: 20% of calls)")
+    return float(value)
+
+
+def chaos(
+    work: Callable[..., Any],
+    *,
+    fail: float = 0.0,
+    throttle: float = 0.0,
+    slow: float = 0.0,
+    seed: int = 0,
+    stall: float = 5.0,
+    retry_after: float | None = 1.0,
+) -> Chaos:
+    """Wrap ``work`` (sync or async) to misbehave on a seeded, repeatable share of its calls.
+
+    Each call draws its fate once: it raises :class:`ChaosError` (share ``fail``), raises
+    ``shoal.Throttled(retry_after=retry_after)`` (share ``throttle``), stalls ``stall`` seconds
+    and then runs the work (share ``slow``), or just runs the work. The draw depends on the
+    seed, the item's content and how often that item was called before, not on timing, so a run
+    with a ``FakeClock`` and the same seed repeats exactly (on the event loop and threads; in
+    worker processes each process draws on its own). ``shoal run --chaos
+    fail=0.2,throttle=0.1,slow=0.05,seed=1`` does the same from the command line::
+
+        job = shoal.Job(chaos(fetch, fail=0.2, throttle=0.1, seed=1), retry=shoal.Retry(attempts=5))
+
+    Args:
+        work: The work function (a plain function or an ``async def``).
+        fail, throttle, slow: Shares of calls (each 0-1, together at most 1).
+        seed: The seed of the draws.
+        stall: Seconds a slow call waits before it runs the work (``time.sleep`` for plain
+            functions, ``asyncio.sleep`` for async ones).
+        retry_after: What the injected throttles ask for (``None``: the retry policy's backoff).
+
+    Returns:
+        A callable like ``work`` (async if it is), picklable when ``work`` is, whose
+        ``injected`` counts what it did. A journal treats it as ``work`` itself.
+
+    Raises:
+        TypeError, ValueError: shares outside 0-1 or adding up to more than 1, a negative
+            stall, work that is not callable.
+    """
+    if not callable(work):
+        raise TypeError(f"chaos(work={work!r}): expected the work function to wrap")
+    shares = {
+        name: _share(name, value)
+        for name, value in (("fail", fail), ("throttle", throttle), ("slow", slow))
+    }
+    if sum(shares.values()) > 1 + 1e-9:
+        raise ValueError(
+            f"chaos(fail={fail:g}, throttle={throttle:g}, slow={slow:g}): the shares add up to "
+            "more than 1; each call meets one fate at most"
+        )
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"chaos(seed={seed!r}): expected a whole number")
+    if isinstance(stall, bool) or not isinstance(stall, int | float):
+        raise TypeError(f"chaos(stall={stall!r}): expected seconds >= 0")
+    if not math.isfinite(stall) or stall < 0:
+        raise ValueError(f"chaos(stall={stall!r}): must be a finite number of seconds >= 0")
+    if retry_after is not None:
+        Throttled(retry_after=retry_after)  # the same checks as the throttles it will raise
+    kind = _AsyncChaos if is_async_callable(work) else _SyncChaos
+    return kind(
+        work,
+        fail=shares["fail"],
+        throttle=shares["throttle"],
+        slow=shares["slow"],
+        seed=seed,
+        stall=float(stall),
+        retry_after=None if retry_after is None else float(retry_after),
+    )
