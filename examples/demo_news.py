@@ -52,9 +52,9 @@ THROTTLER = "api-gateway"  # the host that answers 429 to everything
 SUBJECTS = _list(
     """
     Harbour authority, City council, Regional court, Central bank, Rail operator,
-    University researchers, Water utility, Transport minister, Port workers union,
+    University lab, Water utility, Transport minister, Port workers union,
     Fishing cooperative, Energy regulator, Hospital trust, School board, Tech startup,
-    Museum curators, Football club, Weather service, Housing agency, Airline, Chess federation,
+    City museum, Football club, Weather service, Housing agency, Airline, Chess federation,
     Wildlife trust, Library service, Police commissioner, Brewery
     """
 )

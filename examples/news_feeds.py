@@ -336,6 +336,11 @@ def headline_rows(stories: Sequence[Story]) -> list[dict[str, Any]]:
     ]
 
 
+def _short(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.netloc}{parts.path}"
+
+
 def cause(outcome: shoal.Outcome[Any]) -> str:
     """Why a piece failed, with the notes shoal added ("throttled 6 times, ...") when the
     exception is at hand (it is, in the process that ran the job)."""
@@ -357,8 +362,8 @@ def feed_rows(run: shoal.Run[Fetched]) -> list[dict[str, Any]]:
         if o.ok:
             value: Fetched = o.value  # type: ignore[assignment]
             row = {
-                "feed": url,
-                "title": value["title"],
+                "feed": value["title"],
+                "url": url,
                 "format": value["format"],
                 "entries": len(value["entries"]),
                 "kept": first.get(url, 0),
@@ -369,8 +374,8 @@ def feed_rows(run: shoal.Run[Fetched]) -> list[dict[str, Any]]:
             }
         else:
             row = {
-                "feed": url,
-                "title": "",
+                "feed": _short(url),  # no title: the feed was never read
+                "url": url,
                 "format": "",
                 "entries": 0,
                 "kept": 0,
