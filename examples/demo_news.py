@@ -322,7 +322,7 @@ class NewsServer(DemoServer):
 
     def __init__(self, news: Corpus | None = None) -> None:
         self.corpus = news if news is not None else corpus()
-        hosts = {f.host: {} for f in self.corpus.feeds}
+        hosts: dict[str, dict[str, Page]] = {f.host: {} for f in self.corpus.feeds}
         super().__init__(hosts)
 
     def start(self) -> NewsServer:

@@ -54,7 +54,7 @@ from time import struct_time
 from typing import Any, TypedDict
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-import feedparser  # type: ignore[import-untyped]
+import feedparser
 
 import shoal
 import shoal.http
@@ -353,7 +353,7 @@ def cause(outcome: shoal.Outcome[Any]) -> str:
 def feed_rows(run: shoal.Run[Fetched]) -> list[dict[str, Any]]:
     """A row per feed: failed feeds first (with their causes), then the rest in input order."""
     stories: list[Story] = run.result
-    first = {}
+    first: dict[str, int] = {}
     for s in stories:
         first[s["feed"]] = first.get(s["feed"], 0) + 1
     rows = []

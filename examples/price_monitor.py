@@ -168,7 +168,7 @@ def from_json_ld(soup: BeautifulSoup) -> dict[str, Any] | None:
 def _prop(scope: Tag, name: str) -> Tag | None:
     """The first element of ``scope`` with ``itemprop=name`` that belongs to ``scope`` itself,
     not to an item nested in it."""
-    for element in scope.find_all(attrs={"itemprop": name}):
+    for element in scope.find_all(True, attrs={"itemprop": name}):
         owner = element.find_parent(attrs={"itemscope": True})
         if owner is scope:
             return element
@@ -188,7 +188,7 @@ def from_microdata(soup: BeautifulSoup) -> dict[str, Any] | None:
     types = "|".join(PRODUCT_TYPES)
     scopes = [
         s
-        for s in soup.find_all(attrs={"itemscope": True, "itemtype": True})
+        for s in soup.find_all(True, attrs={"itemscope": True, "itemtype": True})
         if re.search(rf"schema\.org/({types})$", str(s["itemtype"]))
     ]
     heading = soup.find("h1")
@@ -210,7 +210,7 @@ def from_microdata(soup: BeautifulSoup) -> dict[str, Any] | None:
         "name": _value(_prop(chosen, "name")),
         "gtin": gtin if gtin.isdigit() else "",
         "price": value,
-        "currency": CURRENCIES.get(currency, currency),
+        "currency": CURRENCIES.get(currency, currency) if currency else None,
         "source": "microdata",
     }
 
@@ -521,7 +521,8 @@ def add_tables(
         report.add_table("Price alerts", [{"note": note}])
     else:
         title = f"Price alerts since {Path(previous).name}"
-        report.add_table(title, list(found) or [{"note": "no price changed"}], limit=limit)
+        rows: list[dict[str, Any]] = [dict(a) for a in found] or [{"note": "no price changed"}]
+        report.add_table(title, rows, limit=limit)
         report.add_table("Listings", [counts])
     sources = Counter((o["shop"], o["source"]) for o in run.values)
     report.add_table(
