@@ -100,7 +100,7 @@ def test_parallel_findings_equal_a_serial_bandit_run(
     kept = first_per_key(expected)
     assert len(found) == len(kept) > 150
     assert {frozen(f) for f in found} == {frozen(f) for f in kept.values()}
-    assert {f["test_id"] for f in found} >= {"B324", "B603", "B404", "B310", "B405"}
+    assert {f["test_id"] for f in found} >= {"B324", "B404", "B603"}
     assert all(not f["file"].startswith("/") and f["code"] for f in found)
 
 
