@@ -47,8 +47,23 @@ def test_add_chart_keeps_the_data() -> None:
         "day",
         "posts",
         True,
+        (None, None),
     )
     assert report.charts[1].kind == "line"
+
+
+def test_series_colours_are_used_and_checked() -> None:
+    """A series given a colour is drawn in it; the others take the palette; a colour that is
+    not #rrggbb, or names no series, is refused."""
+    pytest.importorskip("matplotlib", reason="the HTML report's charts need shoal[report]")
+    report = _report()
+    report.add_chart("c", ["a"], {"bad": [1], "good": [2]}, colors={"bad": "#AB1234"})
+    assert report.charts[0].colors == ("#AB1234", None)
+    assert "#ab1234" in report.to_html().lower()
+    for colors in ({"bad": "red"}, {"bad": "#123"}, {"other": "#123456"}, {"bad": "#12345g"}):
+        with pytest.raises(ValueError, match="rrggbb"):
+            report.add_chart("c", ["a"], {"bad": [1]}, colors=colors)
+    assert len(report.charts) == 1
 
 
 def test_charts_in_json_text_and_markdown() -> None:

@@ -58,6 +58,7 @@ MESSAGE = 300  # characters of an error message shown
 TABLE_LIMIT = 50  # rows kept by add_table by default
 CHART_KINDS = ("bar", "line")  # what add_chart draws
 CHART_LABELS = 400  # at most this many x labels in a chart
+_COLOUR = re.compile(r"#[0-9a-fA-F]{6}\Z")
 
 _EPS = 1e-9
 
@@ -237,6 +238,7 @@ class Chart:
     x_label: str = ""
     y_label: str = ""
     stacked: bool = False
+    colors: tuple[str | None, ...] = ()  # per series, "#rrggbb" or None (the palette's)
 
     def as_table(self) -> Table:
         """The chart's data as a table (what text, Markdown and JSON readers see)."""
@@ -452,6 +454,7 @@ class Report:
         stacked: bool = False,
         x_label: str = "",
         y_label: str = "",
+        colors: Mapping[str, str] | None = None,
     ) -> None:
         """Attach a chart of the job's own (sentiment per day, say).
 
@@ -466,11 +469,13 @@ class Report:
             kind: ``"bar"`` or ``"line"``.
             stacked: Stack a bar chart's series.
             x_label, y_label: The axes' titles.
+            colors: Series name -> ``"#rrggbb"``, for the series whose colour means something
+                (negative in red, say); the others take the report's palette.
 
         Raises:
             ValueError: an empty title, an unknown kind, no series, more than 400 labels, a
-                series whose length differs from the labels', or a value that is not a finite
-                number.
+                series whose length differs from the labels', a value that is not a finite
+                number, or a colour that is not ``"#rrggbb"`` or names no series.
         """
         if not isinstance(title, str) or not title.strip():
             raise ValueError(f"add_chart(title={title!r}): give the chart a non-empty title")
@@ -503,8 +508,24 @@ class Report:
                         "numbers or None"
                     )
             kept.append((str(name), tuple(None if v is None else float(v) for v in values)))
+        chosen = dict(colors or {})
+        for name, colour in chosen.items():
+            if name not in series or not isinstance(colour, str) or not _COLOUR.match(colour):
+                raise ValueError(
+                    f"add_chart(colors={{{name!r}: {colour!r}}}): give a series name and a "
+                    'colour as "#rrggbb"'
+                )
         self.charts.append(
-            Chart(title, kind, names, tuple(kept), str(x_label), str(y_label), bool(stacked))
+            Chart(
+                title,
+                kind,
+                names,
+                tuple(kept),
+                str(x_label),
+                str(y_label),
+                bool(stacked),
+                tuple(chosen.get(name) for name, _ in kept),
+            )
         )
 
     # ------------------------------------------------------------------ rendering

@@ -154,7 +154,7 @@ def _job_chart(chart: Chart) -> str:
     width = 0.8 if chart.stacked else 0.8 / max(len(chart.series), 1)
     bottom = [0.0] * len(xs)
     for n, (name, values) in enumerate(chart.series):
-        colour = colours[n % len(colours)]
+        colour = (chart.colors[n] if n < len(chart.colors) else None) or colours[n % len(colours)]
         label = _chart_label(name)
         if chart.kind == "line":
             ys = [float("nan") if v is None else v for v in values]
