@@ -174,3 +174,13 @@ def first_and_last_lines(chunk: Any) -> tuple[str, str]:
     """The first line of the first and of the last page of a shoal.split.PageRange."""
     texts = chunk.page_texts()
     return texts[0][1].splitlines()[0], texts[-1][1].splitlines()[0]
+
+
+def throttled_once(item: tuple[str, int]) -> int:
+    """Item 2 says "slow down" (retry after 10 ms) the first time, then returns n."""
+    import shoal
+
+    directory, n = item
+    if n == 2 and _count(directory, "throttled") == 1:
+        raise shoal.Throttled(retry_after=0.01)
+    return n

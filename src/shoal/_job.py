@@ -21,6 +21,7 @@ from collections.abc import (
 )
 from typing import Any, Generic, Literal, TypeVar, overload
 
+from ._chunked import arun_chunked, check_chunk_size
 from ._clock import Clock, MonotonicClock
 from ._codec import Codec, JSONCodec
 from ._events import Subscriber
@@ -144,6 +145,11 @@ class Job(Generic[T, R]):
             finish, the journal is committed; ``run.stats.aborted`` says why, and a run with
             the same journal resumes the rest.
         min_pieces: Pieces to settle before ``max_failure_rate`` is checked.
+        chunk_size: Send this many items per task to worker processes or a cluster (the
+            process, Dask and Ray backends), like a process pool's ``chunksize``: for many
+            small CPU-bound items. Outcomes, retries and usage stay per item (retries run in
+            the worker); a chunk that crashes or times out has its items run again one by one.
+            Not with keys, rates, a journal or ``stream`` (see ``shoal._chunked``).
 
     Raises:
         TypeError, ValueError: anything that cannot work, at construction.
@@ -170,6 +176,7 @@ class Job(Generic[T, R]):
         breaker: bool | Breaker | None = None,
         max_failure_rate: float | None = None,
         min_pieces: int = 50,
+        chunk_size: int | None = None,
     ) -> None: ...
 
     @overload
@@ -193,6 +200,7 @@ class Job(Generic[T, R]):
         breaker: bool | Breaker | None = None,
         max_failure_rate: float | None = None,
         min_pieces: int = 50,
+        chunk_size: int | None = None,
     ) -> None: ...
 
     @overload
@@ -215,6 +223,7 @@ class Job(Generic[T, R]):
         breaker: bool | Breaker | None = None,
         max_failure_rate: float | None = None,
         min_pieces: int = 50,
+        chunk_size: int | None = None,
     ) -> None: ...
 
     @overload
@@ -237,6 +246,7 @@ class Job(Generic[T, R]):
         breaker: bool | Breaker | None = None,
         max_failure_rate: float | None = None,
         min_pieces: int = 50,
+        chunk_size: int | None = None,
     ) -> None: ...
 
     def __init__(
@@ -264,6 +274,7 @@ class Job(Generic[T, R]):
         breaker: bool | Breaker | None = None,
         max_failure_rate: float | None = None,
         min_pieces: int = 50,
+        chunk_size: int | None = None,
     ) -> None:
         if not callable(work):
             raise TypeError(
@@ -313,6 +324,15 @@ class Job(Generic[T, R]):
         self.breaker = as_breaker(breaker)
         self.max_failure_rate = check_abort(max_failure_rate, min_pieces)
         self.min_pieces = min_pieces
+        if chunk_size is not None and (
+            isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
+        ):
+            raise ValueError(
+                f"chunk_size={chunk_size!r}: expected a whole number >= 1 (items per task sent to "
+                "a worker process or cluster), or None"
+            )
+        self.chunk_size = chunk_size
+        check_chunk_size(self)
 
     def __repr__(self) -> str:
         return f"Job({self.name!r}, {self.limits!r}, {self.retry!r}, backend={self.backend!r})"
@@ -404,6 +424,7 @@ class Job(Generic[T, R]):
             "codec": self.codec.name,
             **describe_policies(self.hedge, self.retry_budget, self.breaker),
             "max_failure_rate": self.max_failure_rate,
+            "chunk_size": self.chunk_size,
         }
 
     async def arun(
@@ -447,6 +468,24 @@ class Job(Generic[T, R]):
         on_interrupt: Callable[[int], object] | None = None,
     ) -> Run[R]:
         errors = _check_errors(errors)
+        if self.chunk_size is not None:
+            if journal is not None or mode != "run":
+                raise ValueError(
+                    f"chunk_size={self.chunk_size}: a journal records pieces, and a chunk is not "
+                    "a stable piece; run without the journal, or without chunk_size"
+                )
+            chunked: Run[R] = await arun_chunked(
+                self,
+                items,
+                clock=clock,
+                rng=rng,
+                subscribers=subscribers,
+                progress=progress,
+                on_interrupt=on_interrupt,
+            )
+            if errors == "raise" and not chunked.ok:
+                raise JobFailed(chunked)
+            return chunked
         scheduler = self._scheduler(
             items,
             clock=clock,
@@ -637,6 +676,11 @@ class Job(Generic[T, R]):
         ``contextlib.aclosing`` to do that at once rather than when the generator is collected).
         With a ``journal``, pieces settled by an earlier run are yielded from it, not run again.
         """
+        if self.chunk_size is not None:
+            raise ValueError(
+                f"chunk_size={self.chunk_size}: chunked jobs give their outcomes at the end; use "
+                "run() / arun(), or a job without chunk_size to stream"
+            )
         scheduler = self._scheduler(
             items,
             clock=clock,
