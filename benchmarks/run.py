@@ -33,6 +33,7 @@ import bench_memory
 import bench_overhead
 import bench_progress
 import bench_rate
+import bench_resilience
 from common import Result, result_section, summary_table
 
 HERE = Path(__file__).resolve().parent
@@ -56,6 +57,7 @@ WORKLOADS = {
         Workload(bench_journal.NAME, bench_journal.DEFAULT_REPEAT, bench_journal.run),
         Workload(bench_progress.NAME, bench_progress.DEFAULT_REPEAT, bench_progress.run),
         *(Workload(name, repeat, run) for name, repeat, run in bench_backends.WORKLOADS),
+        *(Workload(name, repeat, run) for name, repeat, run in bench_resilience.WORKLOADS),
         *(Workload(name, repeat, run) for name, repeat, run in bench_llm.WORKLOADS),
     )
 }

@@ -209,7 +209,7 @@ class _View:
         final = self._final
         assert final is not None, "summary() is for a run that ended"
         counts = final.counts
-        how = {"finished": "finished in", "failed": "failed after"}.get(
+        how = {"finished": "finished in", "failed": "failed after", "aborted": "aborted after"}.get(
             final.status, "interrupted after"
         )
         ran = counts.settled - counts.resumed

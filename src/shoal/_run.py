@@ -151,7 +151,7 @@ class _Race:
     dropped; on the process backend cancelling kills and replaces the worker (as a timeout does).
     """
 
-    __slots__ = ("errors", "hedged", "racers", "waiter")
+    __slots__ = ("errors", "hedged", "racers", "threshold", "waiter")
 
     def __init__(self, waiter: asyncio.Future[tuple[Any, BaseException | None]]) -> None:
         # Settled with (value, None) by the first success, or (None, error) once every racer
@@ -160,6 +160,7 @@ class _Race:
         self.racers: list[asyncio.Task[None]] = []
         self.errors: list[BaseException] = []
         self.hedged = False  # a hedge was asked for (one per try at most)
+        self.threshold = math.inf  # the hedging percentile when the try started
 
 
 class Scheduler:
@@ -1486,7 +1487,8 @@ class Scheduler:
         piece.race = race
         self._start_racer(piece, race, hedge=False)
         threshold = self._latencies.threshold()
-        if threshold is not None and self._hedge_room(0):
+        if threshold is not None:
+            race.threshold = threshold
             self._add_timer(started + threshold, _HEDGE, (piece, race))
         try:
             value, exc = await race.waiter
@@ -1576,32 +1578,47 @@ class Scheduler:
             return  # the other attempt may still succeed
         race.waiter.set_result((None, race.errors[0]))
 
-    def _hedge_room(self, queued: int) -> bool:
-        """Whether one more hedge stays within ``max_share`` of the other attempts."""
+    def _hedge_room(self, *, long: bool) -> bool:
+        """Whether one more hedge stays within ``max_share`` of the other attempts. A try that
+        only just crossed the percentile may use three quarters of that; the rest is kept for
+        tries that ran past 1.5 times the percentile (real stragglers, not the top of the normal
+        spread), so that the last straggler of a run still finds room when, near the end, no
+        new attempts add any."""
         assert self._hedge is not None
-        hedges = self.hedges + queued + 1
-        return hedges <= self._hedge.max_share * (self.attempts - self.hedges) + 1e-9
+        cap = self._hedge.max_share * (self.attempts - self.hedges)
+        if not long:
+            cap *= 0.75
+        return self.hedges + 1 <= cap + 1e-9
 
     def _want_hedge(self, piece: _Piece, race: _Race) -> None:
-        """The hedge timer of a try fired: ask for a hedge if it still runs and there is room."""
-        if race.waiter.done() or race.hedged or self._draining:
+        """The hedge timer of a try fired: it still runs, so it waits for a hedge (and a
+        second timer, at 1.5 times the percentile, lets it use the reserve)."""
+        if race.waiter.done() or self._draining:
             return
-        if not self._hedge_room(len(self._hedge_wanted)):
-            return
+        if race.hedged:
+            return  # the second timer: _on_timer's _fill looks at the queue again
         race.hedged = True
         self._hedge_wanted.append((piece, race))
+        self._add_timer(piece.attempt_start + 1.5 * race.threshold, _HEDGE, (piece, race))
 
     def _start_hedges(self) -> None:
-        """Start the hedges asked for that the limits allow now (each takes a slot)."""
+        """Start the hedges asked for that the limits allow now (each takes a slot).
+
+        The tries that have run longest go first, and a try waits (until it ends) while the cap
+        has no room: when the percentile lets through more attempts than the cap allows (p95
+        lets through about 5%, all of a 5% cap), the stragglers far past it are the ones that
+        get the hedges as room comes back, not whoever crossed the line last.
+        """
         wanted, self._hedge_wanted = self._hedge_wanted, []
+        if len(wanted) > 1:
+            wanted.sort(key=lambda entry: entry[0].attempt_start)
         now = self._clock.now()
         for piece, race in wanted:
             if race.waiter.done():
                 continue  # the try ended meanwhile
-            if self._in_flight >= self._concurrency:
+            long = now - piece.attempt_start >= 1.5 * race.threshold - EPSILON
+            if self._in_flight >= self._concurrency or not self._hedge_room(long=long):
                 self._hedge_wanted.append((piece, race))
-                continue
-            if not self._hedge_room(0):
                 continue
             if not self._admit_hedge(piece, now):
                 self._hedge_wanted.append((piece, race))  # its key or a rate: later

@@ -73,3 +73,20 @@ async def check_async() -> None:
     job = shoal.Job(fetch)
     async for outcome in job.stream(["a"]):
         assert_type(outcome, shoal.Outcome[bytes])
+
+
+def check_resilience() -> None:
+    from shoal.testing import chaos
+
+    job = shoal.Job(
+        chaos(fetch, fail=0.2, seed=1),
+        hedge=shoal.Hedge(percentile=95),
+        retry_budget=0.2,
+        breaker=shoal.Breaker(cooldown=5.0),
+        max_failure_rate=0.2,
+        min_pieces=50,
+    )
+    run = job.run(["a"])
+    assert_type(run.stats.aborted, str | None)
+    assert_type(run.stats.hedges_won, int)
+    assert_type(shoal.Job(parse, hedge=True, retry_budget=True, breaker=True), shoal.Job[str, int])
