@@ -119,3 +119,9 @@ def test_chunk_size_with_a_journal_or_stream_is_refused(tmp_path: Path) -> None:
 
     with pytest.raises(ValueError, match="stream"):
         asyncio.run(consume())
+
+
+def test_map_takes_a_chunk_size() -> None:
+    assert shoal.map(w.square, range(30), backend="process", chunk_size=8) == [
+        x * x for x in range(30)
+    ]

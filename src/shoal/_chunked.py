@@ -27,6 +27,7 @@ import inspect
 import random
 import time
 from collections.abc import AsyncIterable, Callable, Iterable
+from itertools import accumulate, islice, repeat
 from typing import TYPE_CHECKING, Any
 
 from ._limits import Limits
@@ -233,25 +234,37 @@ async def arun_chunked(
         name=job.name,
     )
     began = time.monotonic()
-    first = await chunk_job.arun(
+    # Each chunk's items get their outcomes as soon as the chunk settles, while the workers go on
+    # with the next chunks (building them is most of the work left on this side).
+    built: dict[int, list[Outcome[Any]]] = {}
+    unusual: list[Outcome[Any]] = []  # items that were not one plain success: for the stats
+
+    def on_settled(batch: list[Outcome[Any]]) -> None:
+        for chunk in batch:
+            if chunk.ok:  # every chunk but the last has `size` items
+                built[chunk.index] = _per_item(chunk, chunk.item, chunk.index * size, unusual)
+
+    first = await chunk_job._arun(
         group_items(items, size),
+        errors="return",
+        journal=None,
+        resume=True,
         clock=clock,
         rng=rng,
         subscribers=subscribers,
         progress=progress,
         on_interrupt=on_interrupt,
+        on_settled=on_settled,
     )
     outcomes: list[Outcome[Any]] = []
     redo: list[tuple[int, Any]] = []
     bases: list[int] = []  # each chunk's first item's index
     index = 0
-    # The items that were not one plain success: their outcomes, for the run's stats.
-    unusual: list[Outcome[Any]] = []
     for chunk in first.outcomes:
         group: list[Any] = chunk.item
         bases.append(index)
         if chunk.ok:
-            outcomes.extend(_per_item(chunk, group, index, unusual))
+            outcomes.extend(built.pop(chunk.index))
         else:  # crashed or timed out as a whole: its items run again one at a time
             redo.extend((index + offset, item) for offset, item in enumerate(group))
             outcomes.extend([None] * len(group))  # type: ignore[list-item]
@@ -309,6 +322,21 @@ def _per_item(
     """The outcomes of a chunk's items, from what its worker sent back (those that were not one
     plain success are added to ``unusual`` too)."""
     values, durations, extras = chunk.value  # type: ignore[misc]
+    ends = list(accumulate(durations, initial=chunk.started))
+    if not extras:  # every item one plain success (failed items always have extras)
+        return list(
+            map(
+                Outcome,
+                range(base, base + len(values)),
+                group,
+                repeat(True),
+                values,
+                repeat(None),
+                repeat(1),
+                ends,
+                islice(ends, 1, None),
+            )
+        )
     result: list[Outcome[Any]] = []
     append = result.append
     started = chunk.started

@@ -466,7 +466,10 @@ class Job(Generic[T, R]):
         mode: str = "run",
         progress: Progress = None,
         on_interrupt: Callable[[int], object] | None = None,
+        on_settled: Callable[[list[Outcome[R]]], object] | None = None,
     ) -> Run[R]:
+        """``on_settled``: called with each batch of outcomes as they settle (chunked mode builds
+        its items' outcomes there, while the workers go on)."""
         errors = _check_errors(errors)
         if self.chunk_size is not None:
             if journal is not None or mode != "run":
@@ -504,6 +507,8 @@ class Job(Generic[T, R]):
         ):
             async for batch in scheduler.batches():
                 settled.extend(batch)
+                if on_settled is not None:
+                    on_settled(batch)
         if self.batch_size is not None:  # limited mode: one outcome per item, not per group
             settled = ungroup(settled, self.batch_size)
         outcomes: list[Outcome[R]]
@@ -809,6 +814,7 @@ def _job_for_map(
     key: Callable[[Any], Any] | None,
     per_key: int | None,
     backend: str | Backend,
+    chunk_size: int | None = None,
 ) -> Job[Any, Any]:
     if concurrency is None:
         raise TypeError("concurrency=None: map needs a whole number >= 1 (the default is 16)")
@@ -819,6 +825,7 @@ def _job_for_map(
         retry=Retry.from_retries(retries),
         backend=backend,
         timeout=timeout,
+        chunk_size=chunk_size,
     )
 
 
@@ -865,6 +872,7 @@ async def amap(
     progress: Progress = None,
     journal: str | os.PathLike[str] | Journal | None = None,
     resume: bool = True,
+    chunk_size: int | None = None,
 ) -> list[R]: ...
 
 
@@ -885,6 +893,7 @@ async def amap(
     progress: Progress = None,
     journal: str | os.PathLike[str] | Journal | None = None,
     resume: bool = True,
+    chunk_size: int | None = None,
 ) -> list[R | Failure]: ...
 
 
@@ -905,6 +914,7 @@ async def amap(
     progress: Progress = None,
     journal: str | os.PathLike[str] | Journal | None = None,
     resume: bool = True,
+    chunk_size: int | None = None,
 ) -> list[R]: ...
 
 
@@ -925,6 +935,7 @@ async def amap(
     progress: Progress = None,
     journal: str | os.PathLike[str] | Journal | None = None,
     resume: bool = True,
+    chunk_size: int | None = None,
 ) -> list[R | Failure]: ...
 
 
@@ -944,6 +955,7 @@ async def amap(
     progress: Progress = None,
     journal: str | os.PathLike[str] | Journal | None = None,
     resume: bool = True,
+    chunk_size: int | None = None,
 ) -> list[Any]:
     """``await``-able :func:`map`."""
     errors = _check_errors(errors)
@@ -956,6 +968,7 @@ async def amap(
         key=key,
         per_key=per_key,
         backend=backend,
+        chunk_size=chunk_size,
     )
     run = await job.arun(
         items, subscribers=_progress_subscribers(progress), journal=journal, resume=resume
@@ -980,6 +993,7 @@ def map(
     progress: Progress = None,
     journal: str | os.PathLike[str] | Journal | None = None,
     resume: bool = True,
+    chunk_size: int | None = None,
 ) -> list[R]: ...
 
 
@@ -1000,6 +1014,7 @@ def map(
     progress: Progress = None,
     journal: str | os.PathLike[str] | Journal | None = None,
     resume: bool = True,
+    chunk_size: int | None = None,
 ) -> list[R | Failure]: ...
 
 
@@ -1020,6 +1035,7 @@ def map(
     progress: Progress = None,
     journal: str | os.PathLike[str] | Journal | None = None,
     resume: bool = True,
+    chunk_size: int | None = None,
 ) -> list[R]: ...
 
 
@@ -1040,6 +1056,7 @@ def map(
     progress: Progress = None,
     journal: str | os.PathLike[str] | Journal | None = None,
     resume: bool = True,
+    chunk_size: int | None = None,
 ) -> list[R | Failure]: ...
 
 
@@ -1059,6 +1076,7 @@ def map(
     progress: Progress = None,
     journal: str | os.PathLike[str] | Journal | None = None,
     resume: bool = True,
+    chunk_size: int | None = None,
 ) -> list[Any]:
     """Run ``fn`` over every item, many at once; return the results in input order.
 
@@ -1082,6 +1100,8 @@ def map(
         journal: An SQLite file recording every piece: run again with the same file to resume
             (pieces settled before are read back, not run again).
         resume: ``False`` starts over in the journal file.
+        chunk_size: With the process, Dask or Ray backend, send this many items per task (for
+            many small CPU-bound items); see :class:`Job`'s ``chunk_size``.
 
     Raises:
         JobFailed: with ``errors="raise"``, after everything ran, if any item failed.
@@ -1097,6 +1117,7 @@ def map(
         key=key,
         per_key=per_key,
         backend=backend,
+        chunk_size=chunk_size,
     )
     subscribers = _progress_subscribers(progress)
     run = run_sync(

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import multiprocessing
 import os
 import pickle
@@ -40,6 +41,7 @@ import signal
 import time
 from collections import deque
 from collections.abc import Callable
+from multiprocessing import forkserver, spawn
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
@@ -244,16 +246,31 @@ def default_start_method() -> str:
 
 
 _preloaded = False
+_FORKSERVER_MAIN = __name__.rpartition(".")[0] + "._forkserver_main"
+_FORKSERVER_MAIN_ENV = "SHOAL_FORKSERVER_MAIN"  # read by _forkserver_main, in the fork server
 
 
 def _context(method: str) -> Any:
-    """The multiprocessing context; a fork server preloads shoal's worker module (once)."""
+    """The multiprocessing context; a fork server preloads shoal's worker module and the main
+    script (once), so that workers forked from it start with both loaded."""
     global _preloaded  # noqa: PLW0603 - one fork server per process, configured once
     context = multiprocessing.get_context(method)
     if method == "forkserver" and not _preloaded:
         _preloaded = True
-        # "__main__" is the fork server's own default: keep it, and add shoal's worker.
-        context.set_forkserver_preload(["__main__", _process_worker.__name__])
+        # In this order: the main script is loaded (by _forkserver_main, which must not be
+        # imported here, where it would run while shoal itself is still being imported) once
+        # shoal is complete.
+        context.set_forkserver_preload(["__main__", _process_worker.__name__, _FORKSERVER_MAIN])
+        data = spawn.get_preparation_data("shoal")
+        main_path = data.get("init_main_from_path")
+        if main_path:  # a script run by path (``python -m`` mains are imported by name)
+            os.environ[_FORKSERVER_MAIN_ENV] = main_path
+            os.environ[_FORKSERVER_MAIN_ENV + "_PATH"] = json.dumps(data.get("sys_path", []))
+            try:
+                forkserver.ensure_running()  # it reads both from its environment
+            finally:
+                os.environ.pop(_FORKSERVER_MAIN_ENV, None)
+                os.environ.pop(_FORKSERVER_MAIN_ENV + "_PATH", None)
     return context
 
 
