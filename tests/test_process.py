@@ -222,3 +222,35 @@ def test_stress_timeouts_kills_and_steals() -> None:
     assert [o.value for o in run.outcomes if o.ok] == [n * 2 for n in range(300) if n != 3]
     assert all(o.attempts == 1 for o in run.outcomes if o.ok)
     assert multiprocessing.active_children() == []
+
+
+def test_workers_inherit_the_main_script_instead_of_running_it_again(tmp_path: Path) -> None:
+    """The fork server loads the script once; its workers (four here, two runs of two) start
+    with it loaded, rather than running it again each (which costs its imports per worker)."""
+    import subprocess
+    import sys
+
+    log = tmp_path / "imports.log"
+    helper = tmp_path / "helper_mod.py"
+    helper.write_text("def triple(x):\n    return 3 * x\n", encoding="utf-8")
+    script = tmp_path / "main_script.py"
+    script.write_text(
+        "import os\n"
+        f"with open({str(log)!r}, 'a') as fh:\n"
+        "    fh.write(f'{os.getpid()} {__name__}\\n')\n"
+        "import shoal\n"
+        "from shoal.backends import ProcessBackend\n"
+        "from helper_mod import triple\n"
+        "if __name__ == '__main__':\n"
+        "    for _ in range(2):\n"
+        "        got = shoal.map(triple, range(10), backend=ProcessBackend(workers=2))\n"
+        "        assert got == [3 * x for x in range(10)], got\n",
+        encoding="utf-8",
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    runs = log.read_text(encoding="utf-8").splitlines()
+    # The script itself, and the fork server loading it as __mp_main__: never a worker.
+    assert [line.split()[1] for line in runs] == ["__main__", "__mp_main__"], runs
