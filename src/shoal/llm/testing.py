@@ -31,7 +31,9 @@ What it does like a real server:
   ``(time, id, status)``; ``max(server.successes.values()) == 1`` says nothing was answered twice.
 
 Replies echo the last message (``"echo: ..."``), so a test can check each result belongs to its
-request; ``reply_tokens`` sets how many completion tokens a reply reports.
+request; ``reply=`` gives a chat reply of your own instead (``body -> text``: a deterministic
+"translation", say), called once per 200 answer; ``reply_tokens`` sets how many completion tokens
+a reply reports.
 """
 
 from __future__ import annotations
@@ -107,6 +109,9 @@ class OpenAIServer:
         latency_per_token: More seconds per completion token.
         reply_tokens: Completion tokens per reply: a number, or ``body -> number``; a reply
             never takes more than the request's ``max_tokens``.
+        reply: ``body -> text``: the content of each chat completion (and the text of each
+            completion) answered 200, instead of the echo; called only for 200 answers, so it
+            can count what was answered. An exception in it is answered 500.
         fail_rate: Share of admitted requests answered 500.
         stall_rate: Share of admitted requests that hang for ``stall_seconds`` (then answer).
         stall_seconds: How long a stall lasts.
@@ -128,6 +133,7 @@ class OpenAIServer:
         latency: float = 0.0,
         latency_per_token: float = 0.0,
         reply_tokens: int | Callable[[dict[str, Any]], int] = 16,
+        reply: Callable[[dict[str, Any]], str] | None = None,
         fail_rate: float = 0.0,
         stall_rate: float = 0.0,
         stall_seconds: float = 30.0,
@@ -144,6 +150,7 @@ class OpenAIServer:
         self.latency = latency
         self.latency_per_token = latency_per_token
         self.reply_tokens = reply_tokens
+        self.reply = reply
         self.fail_rate = fail_rate
         self.stall_rate = stall_rate
         self.stall_seconds = stall_seconds
@@ -462,9 +469,13 @@ class OpenAIServer:
             with self._lock:
                 self.in_flight -= 1
         self._give_back(reserved - prompt - completion)
+        try:
+            payload = self._reply(endpoint, body, prompt, completion)
+        except Exception as exc:  # a reply= that raised: answered like a server bug
+            return self._record(rid, 500, _error_body(repr(exc), "server_error"), extra)
         with self._lock:
             self.tokens_used += prompt + completion
-        return self._record(rid, 200, self._reply(endpoint, body, prompt, completion), extra)
+        return self._record(rid, 200, payload, extra)
 
     def _give_back(self, units: float) -> None:
         if self._tokens is not None and units > 0:
@@ -517,13 +528,23 @@ class OpenAIServer:
                 "object": "text_completion",
                 "created": created,
                 "model": model,
-                "choices": [{"index": 0, "text": "echo", "finish_reason": finish}],
+                "choices": [
+                    {
+                        "index": 0,
+                        "text": "echo" if self.reply is None else self.reply(body),
+                        "finish_reason": finish,
+                    }
+                ],
                 "usage": usage,
             }
-        messages = body.get("messages") or [{}]
-        last = messages[-1] if isinstance(messages[-1], dict) else {}
-        content = last.get("content")
-        text = content if isinstance(content, str) else json.dumps(content)
+        if self.reply is not None:
+            answer = self.reply(body)
+        else:
+            messages = body.get("messages") or [{}]
+            last = messages[-1] if isinstance(messages[-1], dict) else {}
+            content = last.get("content")
+            text = content if isinstance(content, str) else json.dumps(content)
+            answer = f"echo: {text[:200]}"
         return {
             "id": f"chatcmpl-{self._seq}",
             "object": "chat.completion",
@@ -532,7 +553,7 @@ class OpenAIServer:
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": f"echo: {text[:200]}"},
+                    "message": {"role": "assistant", "content": answer},
                     "finish_reason": finish,
                 }
             ],
