@@ -866,8 +866,9 @@ def savings(run: shoal.Run[Translated]) -> dict[str, Any]:
                 parsed = parse((config.docs / o.item["doc"]).read_text(encoding="utf-8"))
                 by_lang.setdefault(o.item["lang"], set()).update(segments_of(parsed))
         distinct = sum(len(s) for s in by_lang.values())
-    saved_in = sum(o.value["source_tokens_saved"] for o in run.outcomes if o.ok)
-    saved_out = sum(o.value["target_tokens_saved"] for o in run.outcomes if o.ok)
+    values: list[Translated] = run.values
+    saved_in = sum(v["source_tokens_saved"] for v in values)
+    saved_out = sum(v["target_tokens_saved"] for v in values)
     return {
         "documents": sum(r["docs"] for r in rows),
         "segments": segments,
