@@ -125,3 +125,13 @@ def test_map_takes_a_chunk_size() -> None:
     assert shoal.map(w.square, range(30), backend="process", chunk_size=8) == [
         x * x for x in range(30)
     ]
+
+
+def test_values_come_without_making_outcomes_and_outcomes_when_asked() -> None:
+    run = chunked(w.square, 5).run(range(23))
+    assert run.values == [x * x for x in range(23)]
+    assert run.values is not run.values  # a fresh list each time: callers may change theirs
+    outcomes = run.outcomes
+    assert outcomes is run.outcomes  # made once
+    assert [o.value for o in outcomes] == run.values and len(outcomes) == 23
+    assert run.result == run.values

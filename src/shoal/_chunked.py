@@ -27,7 +27,7 @@ import inspect
 import random
 import time
 from collections.abc import AsyncIterable, Callable, Iterable
-from itertools import accumulate, islice, repeat
+from itertools import accumulate, chain, islice, repeat
 from typing import TYPE_CHECKING, Any
 
 from ._limits import Limits
@@ -234,48 +234,39 @@ async def arun_chunked(
         name=job.name,
     )
     began = time.monotonic()
-    # Each chunk's items get their outcomes as soon as the chunk settles, while the workers go on
-    # with the next chunks (building them is most of the work left on this side).
-    built: dict[int, list[Outcome[Any]]] = {}
-    unusual: list[Outcome[Any]] = []  # items that were not one plain success: for the stats
-
-    def on_settled(batch: list[Outcome[Any]]) -> None:
-        for chunk in batch:
-            if chunk.ok:  # every chunk but the last has `size` items
-                built[chunk.index] = _per_item(chunk, chunk.item, chunk.index * size, unusual)
-
-    first = await chunk_job._arun(
+    first = await chunk_job.arun(
         group_items(items, size),
-        errors="return",
-        journal=None,
-        resume=True,
         clock=clock,
         rng=rng,
         subscribers=subscribers,
         progress=progress,
         on_interrupt=on_interrupt,
-        on_settled=on_settled,
     )
-    outcomes: list[Outcome[Any]] = []
+    chunks = first.outcomes
+    # The items' outcomes are made when first asked for (``shoal.map`` needs only the values);
+    # the chunks with anything but plain successes are made now, for the run's stats.
+    unusual: list[Outcome[Any]] = []  # items that were not one plain success
+    early: dict[int, list[Outcome[Any]]] = {}
     redo: list[tuple[int, Any]] = []
     bases: list[int] = []  # each chunk's first item's index
     index = 0
-    for chunk in first.outcomes:
+    for number, chunk in enumerate(chunks):
         group: list[Any] = chunk.item
         bases.append(index)
-        if chunk.ok:
-            outcomes.extend(built.pop(chunk.index))
-        else:  # crashed or timed out as a whole: its items run again one at a time
+        if not chunk.ok:  # crashed or timed out as a whole: its items run again one at a time
             redo.extend((index + offset, item) for offset, item in enumerate(group))
-            outcomes.extend([None] * len(group))  # type: ignore[list-item]
+        elif _result(chunk)[2]:  # extras: retries, throttles, usage or failures
+            early[number] = _per_item(chunk, group, index, unusual)
         index += len(group)
+    total = index
     # Completion order: chunk by chunk as they settled, each chunk's items in order; the items
     # run again one by one come last, in the order they settled then.
     completion: list[int] = []
     for number in first.completion_order:
-        if first.outcomes[number].ok:
+        if chunks[number].ok:
             base = bases[number]
-            completion.extend(range(base, base + len(first.outcomes[number].item)))
+            completion.extend(range(base, base + len(chunks[number].item)))
+    again: dict[int, Outcome[Any]] = {}
     if redo:
         single = Job(
             job.work,
@@ -289,7 +280,7 @@ async def arun_chunked(
         second = await single.arun([item for _, item in redo], clock=clock, rng=rng)
         completion.extend(redo[number][0] for number in second.completion_order)
         for (at, _), outcome in zip(redo, second.outcomes, strict=True):
-            outcomes[at] = again = Outcome(
+            again[at] = Outcome(
                 at,
                 outcome.item,
                 outcome.ok,
@@ -306,22 +297,47 @@ async def arun_chunked(
                 outcome.throttle_wait,
                 outcome.usage,
             )
-            unusual.append(again)
-    return Run(
-        outcomes,
-        _stats(len(outcomes), unusual, first.stats, time.monotonic() - began),
+            unusual.append(again[at])
+    stats = _stats(total, unusual, first.stats, time.monotonic() - began)
+
+    def build() -> list[Outcome[Any]]:
+        outcomes: list[Outcome[Any]] = []
+        for number, chunk in enumerate(chunks):
+            if not chunk.ok:
+                base = bases[number]
+                outcomes.extend(again[at] for at in range(base, base + len(chunk.item)))
+            elif number in early:
+                outcomes.extend(early[number])
+            else:
+                outcomes.extend(_per_item(chunk, chunk.item, bases[number], []))
+        return outcomes
+
+    values: list[Any] | None = None
+    if stats.failed == 0 and not redo:  # every value is in the chunks' results, in order
+        values = list(chain.from_iterable(_result(chunk)[0] for chunk in chunks))
+    return Run.deferred(
+        build,
+        stats,
+        values=values,
         combine=job.combine,
         name=job.name,
         completion_order=completion,
     )
 
 
+def _result(chunk: Outcome[ChunkResult]) -> ChunkResult:
+    """What a chunk that succeeded sent back."""
+    result = chunk.value
+    assert result is not None
+    return result
+
+
 def _per_item(
-    chunk: Outcome[Any], group: list[Any], base: int, unusual: list[Outcome[Any]]
+    chunk: Outcome[ChunkResult], group: list[Any], base: int, unusual: list[Outcome[Any]]
 ) -> list[Outcome[Any]]:
     """The outcomes of a chunk's items, from what its worker sent back (those that were not one
     plain success are added to ``unusual`` too)."""
-    values, durations, extras = chunk.value  # type: ignore[misc]
+    values, durations, extras = _result(chunk)
     ends = list(accumulate(durations, initial=chunk.started))
     if not extras:  # every item one plain success (failed items always have extras)
         return list(

@@ -466,10 +466,7 @@ class Job(Generic[T, R]):
         mode: str = "run",
         progress: Progress = None,
         on_interrupt: Callable[[int], object] | None = None,
-        on_settled: Callable[[list[Outcome[R]]], object] | None = None,
     ) -> Run[R]:
-        """``on_settled``: called with each batch of outcomes as they settle (chunked mode builds
-        its items' outcomes there, while the workers go on)."""
         errors = _check_errors(errors)
         if self.chunk_size is not None:
             if journal is not None or mode != "run":
@@ -507,8 +504,6 @@ class Job(Generic[T, R]):
         ):
             async for batch in scheduler.batches():
                 settled.extend(batch)
-                if on_settled is not None:
-                    on_settled(batch)
         if self.batch_size is not None:  # limited mode: one outcome per item, not per group
             settled = ungroup(settled, self.batch_size)
         outcomes: list[Outcome[R]]
@@ -832,6 +827,8 @@ def _job_for_map(
 def _map_result(run: Run[Any], errors: Errors, ordered: bool) -> list[Any]:
     if errors == "raise" and not run.ok:
         raise JobFailed(run)
+    if run.ok and ordered:
+        return run.values  # every item's value, in input order (no outcome needs making)
     outcomes = run.outcomes
     if not ordered:
         outcomes = [outcomes[i] for i in run.completion_order]

@@ -201,14 +201,16 @@ class Run(Generic[T]):
     """
 
     __slots__ = (
+        "_build",
         "_combine",
         "_combined",
+        "_outcomes",
+        "_plain_values",
         "_report",
         "_result",
         "_result_done",
         "completion_order",
         "name",
-        "outcomes",
         "stats",
     )
 
@@ -221,7 +223,9 @@ class Run(Generic[T]):
         name: str | None = None,
         completion_order: list[int] | None = None,
     ) -> None:
-        self.outcomes = outcomes
+        self._outcomes: list[Outcome[T]] | None = outcomes
+        self._build: Callable[[], list[Outcome[T]]] | None = None
+        self._plain_values: list[T] | None = None
         #: Indexes of ``outcomes`` in the order the pieces settled.
         self.completion_order = (
             completion_order if completion_order is not None else list(range(len(outcomes)))
@@ -234,9 +238,47 @@ class Run(Generic[T]):
         self._result: Any = None
         self._result_done = False
 
+    @classmethod
+    def deferred(
+        cls,
+        build: Callable[[], list[Outcome[T]]],
+        stats: RunStats,
+        *,
+        values: list[T] | None,
+        combine: Callable[[list[T]], Any] | None = None,
+        name: str | None = None,
+        completion_order: list[int],
+    ) -> Run[T]:
+        """A run whose outcomes are made by ``build()`` when first asked for (``values``, when
+        given, are every item's value, in input order, for runs where all succeeded): chunked
+        runs carry what their workers sent, and ``shoal.map`` needs only the values."""
+        run: Run[T] = cls([], stats, combine=combine, name=name, completion_order=completion_order)
+        run._outcomes = None
+        run._build = build
+        run._plain_values = values
+        return run
+
+    @property
+    def outcomes(self) -> list[Outcome[T]]:
+        """One :class:`Outcome` per item, in input order."""
+        outcomes = self._outcomes
+        if outcomes is None:
+            assert self._build is not None
+            outcomes = self._outcomes = self._build()
+            self._build = None
+        return outcomes
+
+    @outcomes.setter
+    def outcomes(self, outcomes: list[Outcome[T]]) -> None:
+        self._outcomes = outcomes
+        self._build = None
+        self._plain_values = None
+
     @property
     def values(self) -> list[T]:
         """The successful values, in input order (failed items left out)."""
+        if self._outcomes is None and self._plain_values is not None:
+            return list(self._plain_values)
         return [o.value for o in self.outcomes if o.ok]  # type: ignore[misc]
 
     @property
