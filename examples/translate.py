@@ -887,7 +887,8 @@ def savings(run: shoal.Run[Translated]) -> dict[str, Any]:
 
 def extend_report(report: Any, run: shoal.Run[Translated]) -> None:
     """The translation's own tables (``shoal run`` calls this): a row per language, the memory's
-    savings over the whole run, and a chart of segments sent and found per language.
+    savings over the whole run, a chart of segments sent and found per language, the settings
+    (model, endpoint, prices in USD per million tokens) and the documents that failed, if any.
 
     "TM hits" are segments not sent: found in the memory from earlier runs, translated by
     another piece of this run, or repeated within the document. "saved" prices a hit as its
@@ -902,6 +903,21 @@ def extend_report(report: Any, run: shoal.Run[Translated]) -> None:
         stacked=True,
         y_label="segments",
         colors={"sent": "#c8553d", "TM hits": "#4c9a6a"},
+    )
+    config = settings()
+    endpoint = config.base_url or "demo: the stand-in model on loopback (demo_translate.py)"
+    report.add_table(
+        "Translation settings",
+        [
+            {
+                "model": config.model,
+                "endpoint": shoal.http.safe_url(endpoint) if config.base_url else endpoint,
+                "price in": config.price_in,
+                "price out": config.price_out,
+                "memory": str(config.memory),
+                "output": str(config.out),
+            }
+        ],
     )
     failed = [
         {"doc": o.item["doc"], "lang": o.item["lang"], "cause": str(o.error)}

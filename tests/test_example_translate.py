@@ -74,6 +74,7 @@ class Rounds:
     answered_after_first: dict[tuple[str, str], int]
     outputs_after_first: dict[Path, str]
     scripted: dict[str, list[int | str]]
+    settings: Any
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +97,8 @@ def rounds(
     }
     model = demo.DemoModel()
     with demo.server(model, fail_rate=0.1, seed=3, script=scripted, retry_after=0.05) as server:
-        translate.configure(translate.Settings(out=out, memory=memory, base_url=server.url))
+        settings = translate.Settings(out=out, memory=memory, base_url=server.url)
+        translate.configure(settings)
         try:
             first = translate.job.run(translate.items())
             received = sum(server.received.values())
@@ -108,7 +110,17 @@ def rounds(
         finally:
             translate.configure(None)
         yield Rounds(
-            first, second, server, model, out, memory, received, answered, outputs, scripted
+            first,
+            second,
+            server,
+            model,
+            out,
+            memory,
+            received,
+            answered,
+            outputs,
+            scripted,
+            settings,
         )
 
 
@@ -222,13 +234,22 @@ def test_second_run_sends_nothing(translate: ModuleType, rounds: Rounds) -> None
         assert (outcome.usage or {}).get("requests", 0) == 0
 
 
-def test_report_tables(translate: ModuleType, rounds: Rounds, tmp_path: Path) -> None:
-    """A row per language (documents, segments, sent, TM hits, tokens, cost) and the memory's
-    savings over the run; the second run's report shows 100% hits; both are written."""
+def test_report_tables(
+    translate: ModuleType, rounds: Rounds, tmp_path: Path, configured: None
+) -> None:
+    """A row per language (documents, segments, sent, TM hits, tokens, cost), the memory's
+    savings over the run, and the settings; the second run's report shows 100% hits."""
+    translate.configure(rounds.settings)  # as under shoal run: the same settings as the run's
     report = rounds.first.report
     translate.extend_report(report, rounds.first)
     tables = {t.title: t for t in report.tables}
-    assert list(tables) == ["Translation per language", "Translation memory savings"]
+    assert list(tables) == [
+        "Translation per language",
+        "Translation memory savings",
+        "Translation settings",
+    ]
+    settings = tables["Translation settings"]
+    assert settings.rows[0][settings.columns.index("endpoint")] == rounds.server.url
     per_language = tables["Translation per language"]
     assert per_language.total == 15
     column = per_language.columns.index
