@@ -809,27 +809,24 @@ def items() -> list[dict[str, str]]:
 
 COLUMNS = (
     *("docs", "failed", "segments", "sent", "TM hits", "hit rate", "from earlier runs"),
-    *("requests", "tokens in", "tokens out", "cost", "saved (est.)"),
+    *("requests", "tokens", "cost", "saved (est.)"),
 )
 
 
 def language_rows(run: shoal.Run[Translated]) -> list[dict[str, Any]]:
-    """A row per language: documents, segments, what was sent, memory hits, tokens, cost.
+    """A row per language: documents (done and failed), segments, what was sent, memory hits,
+    tokens, cost and the estimated saving (USD).
 
     ``requests`` counts every request sent, those answered 429 or 500 included."""
     config = settings()
     rows: dict[str, dict[str, Any]] = {}
     for outcome in run.outcomes:
         lang = outcome.item["lang"]
-        row = rows.setdefault(
-            lang,
-            dict.fromkeys(COLUMNS, 0),
-        )
+        row = rows.setdefault(lang, dict.fromkeys(COLUMNS, 0))
         row["language"] = f"{LANGUAGES.get(lang, lang)} ({lang})"
         used = outcome.usage or {}
         row["requests"] += int(used.get("requests", 0))
-        row["tokens in"] += int(used.get("input_tokens", 0))
-        row["tokens out"] += int(used.get("output_tokens", 0))
+        row["tokens"] += int(used.get("tokens", 0))
         row["cost"] += float(used.get("cost", 0.0))
         if not outcome.ok:
             row["failed"] += 1
@@ -846,8 +843,8 @@ def language_rows(run: shoal.Run[Translated]) -> list[dict[str, Any]]:
     out = []
     for row in rows.values():
         row["hit rate"] = f"{row['TM hits'] / row['segments']:.0%}" if row["segments"] else "-"
-        row["cost"] = round(row["cost"], 6)
-        row["saved (est.)"] = round(row["saved (est.)"], 6)
+        row["cost"] = round(row["cost"], 5)
+        row["saved (est.)"] = round(row["saved (est.)"], 5)
         out.append({"language": row.pop("language"), **row})
     return out
 
@@ -878,7 +875,7 @@ def savings(run: shoal.Run[Translated]) -> dict[str, Any]:
         "hit rate": f"{hits / segments:.0%}" if segments else "-",
         "from earlier runs": sum(r["from earlier runs"] for r in rows),
         "requests": sum(r["requests"] for r in rows),
-        "tokens": sum(r["tokens in"] + r["tokens out"] for r in rows),
+        "tokens": sum(r["tokens"] for r in rows),
         "cost": round(sum(r["cost"] for r in rows), 6),
         "tokens saved (est.)": saved_in + saved_out,
         "cost saved (est.)": round(sum(r["saved (est.)"] for r in rows), 6),
@@ -894,8 +891,15 @@ def extend_report(report: Any, run: shoal.Run[Translated]) -> None:
     another piece of this run, or repeated within the document. "saved" prices a hit as its
     source (in) and its stored translation (out), without the prompt around it: an estimate."""
     rows = language_rows(run)
-    report.add_table("Translation per language", rows, limit=100)
-    report.add_table("Translation memory savings", [savings(run)])
+    shown = ["language", "docs", "segments", "sent", "TM hits", "hit rate", "requests", "tokens"]
+    shown += ["cost", "saved (est.)"]
+    if any(r["failed"] for r in rows):
+        shown.insert(2, "failed")
+    report.add_table("Translation per language", rows, columns=shown, limit=100)
+    report.add_table(
+        "Translation memory savings",
+        [{"measure": k, "value": v} for k, v in savings(run).items()],
+    )
     report.add_chart(
         "Segments per language: sent to the model, and found in the translation memory",
         [r["language"].split(" (")[-1].rstrip(")") for r in rows],

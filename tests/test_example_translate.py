@@ -258,16 +258,10 @@ def test_report_tables(
         assert row[column("segments")] == 211
         assert row[column("sent")] == 168
         assert row[column("TM hits")] == 43
-        assert row[column("tokens in")] > 0
-        assert row[column("tokens out")] > 0
+        assert row[column("tokens")] > 0
         assert row[column("cost")] > 0
-    total = dict(
-        zip(
-            tables["Translation memory savings"].columns,
-            tables["Translation memory savings"].rows[0],
-            strict=True,
-        )
-    )
+    assert tables["Translation memory savings"].columns == ("measure", "value")
+    total = dict(tables["Translation memory savings"].rows)
     assert total["segments"] == 15 * 211
     assert total["distinct per language"] == 15 * 168
     assert total["TM hits"] == 15 * 43
@@ -280,7 +274,7 @@ def test_report_tables(
     report = rounds.second.report
     translate.extend_report(report, rounds.second)
     second = {t.title: t for t in report.tables}["Translation memory savings"]
-    total = dict(zip(second.columns, second.rows[0], strict=True))
+    total = dict(second.rows)
     assert total["hit rate"] == "100%"
     assert total["requests"] == total["sent"] == total["tokens"] == 0
     assert total["from earlier runs"] == 15 * 211
