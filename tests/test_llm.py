@@ -54,14 +54,16 @@ def test_results_in_input_order_nothing_lost_nothing_sent_twice(tmp_path: Path) 
     requests = [chat(i) for i in range(60)]
     script = {"c3": [500, 500], "c7": ["stall"], "c11": [429, 429], "c20": [502]}
     with OpenAIServer(
-        script=script, fail_rate=0.1, latency=0.01, stall_seconds=5, retry_after=0.05, seed=4
+        script=script, fail_rate=0.1, latency=0.01, stall_seconds=8, retry_after=0.05, seed=4
     ) as server:
         result = shoal.llm.run(
             write(tmp_path / "in.jsonl", requests),
             out=tmp_path / "out.jsonl",
             base_url=server.url,
             concurrency=16,
-            timeout=0.5,
+            # Long enough that a loaded machine never times out an answer already sent (which
+            # would then be sent again, rightly), short enough to give up on the stall.
+            timeout=2.0,
             retries=6,
         )
         assert result.ok, result.summary()
