@@ -596,7 +596,10 @@ class Translator:
     def parts(self, doc: str) -> list[Part]:
         parsed = self._parsed.get(doc)
         if parsed is None:
-            path = self.settings.docs / doc
+            root = self.settings.docs.resolve()
+            path = (root / doc).resolve()
+            if not path.is_relative_to(root):
+                raise BadItem(f"doc {doc!r} is outside TRANSLATE_DOCS ({root})")
             parsed = self._parsed[doc] = parse(path.read_text(encoding="utf-8"))
         return parsed
 
@@ -606,10 +609,14 @@ class Translator:
         wanted = dict.fromkeys(segments_of(self.parts(doc)))
         return [s for s in wanted if s not in known and (lang, s) not in self.in_flight]
 
-    def reservation(self, item: Mapping[str, str]) -> tuple[int, int]:
-        """The requests and tokens (prompt plus ``max_tokens``) the piece would send now."""
-        lang = item["lang"]
-        groups = batches(self.to_send(item["doc"], lang), self.count)
+    def reservation(self, item: object) -> tuple[int, int]:
+        """The requests and tokens (prompt plus ``max_tokens``) the piece would send now; one
+        request and no tokens for an item the piece itself will fail on, with the cause."""
+        try:
+            doc, lang = checked(item)
+            groups = batches(self.to_send(doc, lang), self.count)
+        except (BadItem, OSError, ValueError):
+            return 1, 0
         tokens = 0
         for batch in groups:
             body = request_body(lang, batch, self.settings.model, self.count)
@@ -741,9 +748,41 @@ def translator() -> Translator:
 # ---------------------------------------------------------------------------- the job
 
 
+class BadItem(ValueError):
+    """An item that is not ``{"doc": PATH, "lang": CODE}`` (with a path inside the documents'
+    folder and a language code such as ``de`` or ``pt-BR``). Not retried."""
+
+    retryable = False
+
+
+_LANG_CODE = re.compile(r"^[A-Za-z]{2,3}(?:-[A-Za-z0-9]{2,8})*$")
+
+
+def checked(item: object) -> tuple[str, str]:
+    """``(doc, lang)`` of an item.
+
+    Raises:
+        BadItem: see the class; the message says what a piece needs.
+    """
+    doc = item.get("doc") if isinstance(item, Mapping) else None
+    lang = item.get("lang") if isinstance(item, Mapping) else None
+    if not isinstance(doc, str) or not isinstance(lang, str):
+        raise BadItem(
+            f"{item!r}: a piece is one document in one language, "
+            '{"doc": "guides/restore.md", "lang": "de"} (a JSON Lines --input of such objects, '
+            "or none: every document of TRANSLATE_DOCS in every language)"
+        )
+    if not _LANG_CODE.match(lang):
+        raise BadItem(f"lang {lang!r}: expected a language code such as de, ja or pt-BR")
+    if Path(doc).is_absolute() or ".." in Path(doc).parts:
+        raise BadItem(f"doc {doc!r}: expected a path relative to TRANSLATE_DOCS, inside it")
+    return doc, lang
+
+
 async def translate(item: Mapping[str, str]) -> Translated:
     """One piece: ``{"doc": "guides/restore.md", "lang": "de"}``."""
-    return await translator().translate(item["doc"], item["lang"])
+    doc, lang = checked(item)
+    return await translator().translate(doc, lang)
 
 
 def _requests(item: Mapping[str, str]) -> float:
@@ -821,7 +860,10 @@ def language_rows(run: shoal.Run[Translated]) -> list[dict[str, Any]]:
     config = settings()
     rows: dict[str, dict[str, Any]] = {}
     for outcome in run.outcomes:
-        lang = outcome.item["lang"]
+        try:
+            lang = checked(outcome.item)[1]
+        except BadItem:
+            lang = "?"
         row = rows.setdefault(lang, dict.fromkeys(COLUMNS, 0))
         row["language"] = f"{LANGUAGES.get(lang, lang)} ({lang})"
         used = outcome.usage or {}
@@ -924,7 +966,11 @@ def extend_report(report: Any, run: shoal.Run[Translated]) -> None:
         ],
     )
     failed = [
-        {"doc": o.item["doc"], "lang": o.item["lang"], "cause": str(o.error)}
+        {
+            "doc": str(o.item.get("doc")) if isinstance(o.item, Mapping) else repr(o.item),
+            "lang": str(o.item.get("lang")) if isinstance(o.item, Mapping) else "",
+            "cause": str(o.error),
+        }
         for o in run.outcomes
         if not o.ok
     ]

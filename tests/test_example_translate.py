@@ -405,6 +405,39 @@ def test_a_wrong_key_fails_without_showing_it(
     assert SECRET.encode() not in (tmp_path / "j.db").read_bytes()
 
 
+def test_bad_items_fail_alone(
+    translate: ModuleType, demo: ModuleType, tmp_path: Path, configured: None
+) -> None:
+    """Items that are not a document of the folder in a language code (a path outside it, a
+    code with a slash, a bare path, a missing file) fail at once with the cause, without
+    stopping the rates' reservations or the others; the report lists them."""
+    with demo.server(demo.DemoModel()) as server:
+        translate.configure(
+            translate.Settings(out=tmp_path / "out", memory=tmp_path / "tm", base_url=server.url)
+        )
+        items = [
+            {"doc": "../translate.py", "lang": "de"},
+            {"doc": "index.md", "lang": "de/../../x"},
+            "index.md",
+            {"doc": "missing.md", "lang": "de"},
+            {"doc": "index.md", "lang": "de"},
+        ]
+        run = translate.make_job(rpm=60_000, tpm=1_000_000).run(items)
+    assert [o.ok for o in run.outcomes] == [False, False, False, False, True]
+    causes = [(f.error.type, f.attempts) for f in run.failures]
+    assert causes == [
+        ("translate.BadItem", 1),
+        ("translate.BadItem", 1),
+        ("translate.BadItem", 1),
+        ("FileNotFoundError", 1),
+    ]
+    assert "outside" in run.failures[0].error.message or "relative" in run.failures[0].error.message
+    assert not (tmp_path / "x").exists()
+    report = run.report
+    translate.extend_report(report, run)
+    assert {t.title: t for t in report.tables}["Failed documents"].total == 4
+
+
 def test_main_serves_the_demo_model(
     translate: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
