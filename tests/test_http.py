@@ -194,3 +194,25 @@ def test_shoal_http_job_keys_by_host() -> None:
     job = shoal.http.job(lambda url: url)
     assert job.key is not None
     assert job.key("http://x.example:81/a") == "x.example:81"
+
+
+def test_client_pool_spreads_requests_over_small_pools() -> None:
+    """Many connections are split over clients of at most per_client each, taken in turn."""
+    import asyncio
+
+    from shoal._http import ClientPool
+
+    async def main() -> None:
+        pool = ClientPool(20, per_client=8, timeout=5.0)
+        try:
+            assert len(pool.clients) == 3
+            picked = [pool.next() for _ in range(7)]
+            assert picked == [*pool.clients, *pool.clients, pool.clients[0]]
+            limits = {c._transport._pool._max_connections for c in pool.clients}  # type: ignore[attr-defined]
+            assert limits == {7}
+            ssl_contexts = {id(c._transport._pool._ssl_context) for c in pool.clients}  # type: ignore[attr-defined]
+            assert len(ssl_contexts) == 1  # one TLS context, made once
+        finally:
+            await pool.aclose()
+
+    asyncio.run(main())

@@ -38,7 +38,7 @@ from typing import Any
 
 from .._events import AnyEvent, PieceFailed, PieceSucceeded
 from .._exceptions import ShoalError
-from .._http import check, transport_error
+from .._http import ClientPool, check, transport_error
 from .._job import Job
 from .._limits import Limits, Rate
 from .._loop import new_event_loop
@@ -434,10 +434,8 @@ async def arun(
     headers = {"User-Agent": "shoal-llm"}
     if api_key is not None:
         headers["Authorization"] = f"Bearer {api_key}"
-    client = httpx.AsyncClient(
-        headers=headers,
-        timeout=httpx.Timeout(timeout, connect=min(timeout, 30.0)),
-        limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
+    clients = ClientPool(
+        concurrency, headers=headers, timeout=httpx.Timeout(timeout, connect=min(timeout, 30.0))
     )
 
     async def send(request: dict[str, Any]) -> dict[str, Any]:
@@ -447,7 +445,7 @@ async def arun(
             path = path[3:]
         url = base + path
         try:
-            response = await client.post(
+            response = await clients.next().post(
                 url, json=request["body"], headers={"X-Client-Request-Id": request["custom_id"]}
             )
         except httpx.TransportError as exc:
@@ -519,7 +517,7 @@ async def arun(
             admitted(), journal=journal_path, subscribers=subs, progress=progress
         )
     finally:
-        await client.aclose()
+        await clients.aclose()
     return _collect(loaded, result, not_sent, counting, budget, pricing, out, settled_before)
 
 
