@@ -105,3 +105,23 @@ def test_throttled_validates_retry_after() -> None:
     with pytest.raises(ValueError, match="retry_after"):
         Throttled(-1)
     assert "retry after 2s" in str(Throttled(2))
+
+
+def test_why_a_piece_gave_up_is_kept_in_its_stored_message(tmp_path: object) -> None:
+    """The scheduler's reason (too many throttles) reaches ErrorInfo.message, which outcomes,
+    the journal and the report keep, and not only the live exception's notes."""
+    import asyncio
+
+    import shoal
+    from shoal.testing import FakeClock
+
+    async def always_throttled(x: int) -> int:
+        await asyncio.sleep(0)
+        raise Throttled(0.5, "slow down")
+
+    job = shoal.Job(always_throttled, retry=Retry(attempts=2, max_throttles=2))
+    run = job.run([1], clock=FakeClock(), rng=random.Random(1))
+    (failure,) = run.failures
+    assert failure.error.message == (
+        "slow down (throttled 3 times, more than Retry(max_throttles=2) allows)"
+    )

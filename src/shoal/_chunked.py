@@ -31,7 +31,7 @@ from itertools import accumulate, chain, islice, repeat
 from typing import TYPE_CHECKING, Any
 
 from ._limits import Limits
-from ._outcome import ErrorInfo, Outcome, Run, RunStats, type_name
+from ._outcome import ErrorInfo, Outcome, Run, RunStats, explain, type_name
 from ._retry import Retry, throttle_delay
 from ._usage import Meter, current
 from .backends._base import is_async_callable
@@ -136,9 +136,10 @@ class ChunkWork:
                 attempts -= 1  # a throttle does not use up an attempt
                 throttles += 1
                 if throttles > retry.max_throttles:
-                    exc.add_note(
+                    explain(
+                        exc,
                         f"(throttled {throttles} times, more than Retry(max_throttles="
-                        f"{retry.max_throttles}) allows)"
+                        f"{retry.max_throttles}) allows)",
                     )
                     attempts += 1
                     break
@@ -152,7 +153,7 @@ class ChunkWork:
             else:
                 break
             if retry.deadline is not None and time.perf_counter() + delay - start > retry.deadline:
-                exc.add_note("(the piece's retry deadline passed)")
+                explain(exc, "(the piece's retry deadline passed)")
                 attempts += hint is not False
                 break
             time.sleep(delay)

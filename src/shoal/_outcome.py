@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import traceback
@@ -36,6 +37,15 @@ def type_name(exc: BaseException) -> str:
     return f"{module}.{kind.__qualname__}"
 
 
+def explain(exc: BaseException, note: str) -> None:
+    """Add shoal's ``note`` on why ``exc`` ended its piece: in its traceback (a note) and in the
+    message the outcome, the journal and the report keep (:attr:`ErrorInfo.message`)."""
+    exc.add_note(note)
+    with contextlib.suppress(AttributeError, TypeError):  # a type that refuses attributes
+        why: list[str] = exc.__dict__.setdefault("_shoal_why", [])
+        why.append(note)
+
+
 @dataclass(frozen=True, slots=True)
 class ErrorInfo:
     """Why a piece failed, as data: safe to store, compare and print.
@@ -55,9 +65,13 @@ class ErrorInfo:
 
     @classmethod
     def from_exception(cls, exc: BaseException) -> ErrorInfo:
+        message = str(exc)
+        why = getattr(exc, "_shoal_why", None)
+        if why:
+            message = " ".join([message, *why]) if message else " ".join(why)
         return cls(
             type=type_name(exc),
-            message=str(exc),
+            message=message,
             traceback="".join(traceback.format_exception(exc)),
             exception=exc,
         )

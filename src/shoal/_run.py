@@ -56,7 +56,7 @@ from ._events import (
 from ._exceptions import CircuitOpen
 from ._journal import JournalSession, Preset
 from ._limits import EPSILON, KeyState, Limits, RateMeter
-from ._outcome import ErrorInfo, Outcome, RunStats, type_name
+from ._outcome import ErrorInfo, Outcome, RunStats, explain, type_name
 from ._resilience import (
     CLOSED,
     GAVE_UP,
@@ -1328,9 +1328,10 @@ class Scheduler:
             piece.throttles += 1
             self.throttles += 1
             if piece.throttles > retry.max_throttles:
-                exc.add_note(
+                explain(
+                    exc,
                     f"(throttled {piece.throttles} times, more than Retry(max_throttles="
-                    f"{retry.max_throttles}) allows)"
+                    f"{retry.max_throttles}) allows)",
                 )
                 piece.attempts += 1  # report the attempt that ended it
                 self._fail(piece, exc, now)
@@ -1340,7 +1341,7 @@ class Scheduler:
             else:
                 delay = float(retry_after)
             if not self._within_deadline(piece, now, delay):
-                exc.add_note("(the piece's retry deadline passed while it was throttled)")
+                explain(exc, "(the piece's retry deadline passed while it was throttled)")
                 piece.attempts += 1
                 self._fail(piece, exc, now)
                 return
@@ -1374,10 +1375,11 @@ class Scheduler:
             budget = self._budget
             if budget is not None and not budget.withdraw(now):
                 self.retries_denied += 1
-                exc.add_note(
+                explain(
+                    exc,
                     f"(not retried: the job's retry budget is spent: {budget.describe(now)}; "
                     "failing fast rather than piling retries onto a failing dependency. "
-                    "Job(retry_budget=...) sets it)"
+                    "Job(retry_budget=...) sets it)",
                 )
                 self._fail(piece, exc, now)
                 return
