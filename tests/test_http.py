@@ -57,7 +57,8 @@ def test_retry_after_falls_back_to_an_exhausted_budgets_reset() -> None:
 
 
 def test_ratelimit_hold_only_when_the_request_budget_is_used_up() -> None:
-    """A success with remaining-requests 0 pauses the key for one request's refill."""
+    """A success with remaining-requests under a tenth of the bucket (at least 1) pauses the key
+    until the server has refilled that tenth."""
     used_up = {
         "x-ratelimit-limit-requests": "10",
         "x-ratelimit-remaining-requests": "0",
@@ -66,6 +67,13 @@ def test_ratelimit_hold_only_when_the_request_budget_is_used_up() -> None:
     assert shoal.http.ratelimit_hold(used_up) == pytest.approx(0.05)
     assert shoal.http.ratelimit_hold({**used_up, "x-ratelimit-remaining-requests": "3"}) is None
     assert shoal.http.ratelimit_hold({}) is None
+    low = {
+        "x-ratelimit-limit-requests": "100",
+        "x-ratelimit-remaining-requests": "5",
+        "x-ratelimit-reset-requests": "950ms",  # 95 to refill: 10 ms each
+    }
+    assert shoal.http.ratelimit_hold(low) == pytest.approx(0.05)  # 5 more to reach the tenth
+    assert shoal.http.ratelimit_hold({**low, "x-ratelimit-remaining-requests": "10"}) is None
 
 
 def _response(status: int, body: str = "", **headers: str) -> httpx.Response:

@@ -15,8 +15,9 @@ any other 4xx (and other 5xx)                          permanent: :class:`Perman
 The server's wait is read from ``retry-after-ms`` (OpenAI's, milliseconds), then ``Retry-After``
 (seconds, fractions accepted, or an HTTP date), then, when a budget is reported used up
 (``x-ratelimit-remaining-requests: 0``), from its ``x-ratelimit-reset-requests``. A successful
-reply that says the budget is used up pauses its key for about one unit's refill (``reset /
-limit``) so the next calls wait instead of collecting 429s.
+reply that says less than a tenth of the budget is left pauses its key until the server has
+refilled that tenth (see :func:`ratelimit_hold`), so the next calls wait instead of collecting
+429s.
 
 Error messages name the method, the status, the URL without its query or user info, and the
 server's own message with anything that looks like a credential removed; request headers (and so
@@ -255,18 +256,28 @@ def retry_after(headers: Mapping[str, str], now: float | None = None) -> float |
 
 def ratelimit_hold(headers: Mapping[str, str]) -> float | None:
     """For a reply that succeeded: how long its key should pause because the server reports its
-    request budget used up (``x-ratelimit-remaining-requests: 0``): the time one request takes
-    to come back (``reset / limit``; the reset if the limit is not given). ``None``: no pause."""
+    request budget nearly used up. ``None``: no pause.
+
+    The ``x-ratelimit-*`` headers describe a bucket: ``limit`` requests, ``remaining`` of them
+    left, refilled to the full in ``reset``. Requests already on their way spend what is left, so
+    waiting for the last one to go would leave every request then in flight to be answered 429.
+    The key pauses once fewer than a tenth of the bucket (at least one request) remain, until the
+    server has refilled that tenth: ``(reserve - remaining) / refill rate``.
+    """
     got = _get(headers)
     remaining = _number(got("x-ratelimit-remaining-requests"))
-    if remaining is None or remaining >= 1:
+    if remaining is None:
+        return None
+    limit = _number(got("x-ratelimit-limit-requests"))
+    reserve = max(1.0, math.ceil(0.1 * limit)) if limit is not None else 1.0
+    if remaining >= reserve:
         return None
     reset = parse_duration(got("x-ratelimit-reset-requests") or "")
     if reset is None or reset <= 0:
         return None
-    limit = _number(got("x-ratelimit-limit-requests"))
     if limit is not None and limit > remaining:
-        return reset / (limit - remaining)
+        per_request = reset / (limit - remaining)  # the time one request takes to come back
+        return (reserve - remaining) * per_request
     return reset
 
 

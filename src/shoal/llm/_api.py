@@ -227,6 +227,9 @@ def _check_positive(name: str, value: object, *, whole: bool = False) -> None:
         raise ValueError(f"{name}={value!r}: must be {kind} > 0")
 
 
+MARGIN = 0.98  # shoal paces itself this much under the rpm and tpm it is given
+
+
 def _minutes(requests: int, tokens: float, rpm: float | None, tpm: float | None) -> float | None:
     spans = []
     if rpm:
@@ -417,12 +420,21 @@ async def arun(
         budget = _Budget(max_cost, spent_before)
 
     rates: list[Rate] = []
+    # The server counts requests when they arrive, shoal when they start: network jitter can
+    # bring a window's requests closer together there than here, and a server whose window is
+    # exactly full answers the last one 429. Keeping MARGIN under its limits absorbs that.
     if rpm is not None:
-        rates.append(Rate(rpm, per=60.0, burst=max(1.0, rpm / 60.0)))
+        pace = rpm * MARGIN
+        rates.append(Rate(pace, per=60.0, burst=max(1.0, pace / 60.0)))
     if tpm is not None:
+        pace = tpm * MARGIN
         rates.append(
             Rate(
-                tpm, per=60.0, burst=max(1.0, tpm / 60.0), weight=counting.reserve, actual="tokens"
+                pace,
+                per=60.0,
+                burst=max(1.0, pace / 60.0),
+                weight=counting.reserve,
+                actual="tokens",
             )
         )
     if adaptive is None:
