@@ -669,3 +669,35 @@ def test_property_interrupted_then_resumed_equals_a_clean_run(
     rerun = {i for i in settled_first if runs[i] > before[i]}
     assert rerun == set()
     assert resumed.stats.resumed == len(settled_first)
+
+
+def test_a_job_file_is_the_same_job_wherever_it_is_and_however_it_is_run(tmp_path: Path) -> None:
+    """The fingerprint names a job file's functions by the file's stem: a moved folder, or the
+    same file run as a script, resumes the same journal instead of refusing it."""
+    import subprocess
+    import sys
+
+    from shoal import _jobfiles
+
+    source = (
+        "import shoal\n"
+        "def square(x):\n"
+        "    return x * x\n"
+        "job = shoal.Job(square, name='squares')\n"
+        "if __name__ == '__main__':\n"
+        "    print(job.fingerprint())\n"
+    )
+    prints = []
+    for folder in ("here", "moved"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "job.py").write_text(source, encoding="utf-8")
+        prints.append(_jobfiles.load(tmp_path / folder / "job.py").job.fingerprint())
+    script = subprocess.run(
+        [sys.executable, str(tmp_path / "moved" / "job.py")],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    prints.append(script.stdout.strip())
+    assert prints[0] == prints[1] == prints[2]

@@ -36,6 +36,7 @@ import json
 import os
 import queue
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -761,19 +762,35 @@ def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
 # ---------------------------------------------------------------------- identity
 
 
-def callable_name(fn: object) -> str:
-    """``module.qualname`` of a function, a partial's function, or a callable object's class."""
+_SCRIPTS = ("__main__", "__mp_main__")
+_JOB_FILES = "shoal._jobfiles."  # modules of job files the command line loads by path
+
+
+def callable_name(fn: object, *, stable: bool = False) -> str:
+    """``module.qualname`` of a function, a partial's function, or a callable object's class.
+
+    ``stable``: a script's module (``__main__``, or a job file the command line loaded by its
+    path) is named by its file's stem, so the same job has the same name whether it runs as
+    ``python job.py`` or ``shoal run job.py``, and after its folder moved.
+    """
     while isinstance(fn, functools.partial):
         fn = fn.func
     target = fn if hasattr(fn, "__qualname__") else type(fn)
     module = getattr(target, "__module__", None) or "?"
+    if stable:
+        if module.startswith(_JOB_FILES):
+            module = module.rpartition("/")[2].replace("%2E", ".").replace("%25", "%")
+        elif module in _SCRIPTS:
+            file = getattr(sys.modules.get(module), "__file__", None)
+            if file:
+                module = Path(file).stem
     return f"{module}.{getattr(target, '__qualname__', repr(target))}"
 
 
 def _callable_identity(fn: object) -> dict[str, Any] | None:
     if fn is None:
         return None
-    name = callable_name(fn)
+    name = callable_name(fn, stable=True)
     bound: list[str] = []
     while isinstance(fn, functools.partial):
         bound.append(repr((fn.args, sorted(fn.keywords.items()))))
