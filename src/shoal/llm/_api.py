@@ -227,7 +227,7 @@ def _check_positive(name: str, value: object, *, whole: bool = False) -> None:
         raise ValueError(f"{name}={value!r}: must be {kind} > 0")
 
 
-MARGIN = 0.98  # shoal paces itself this much under the rpm and tpm it is given
+STRETCH = 1.02  # shoal's rpm/tpm windows are this much longer than the server's
 
 
 def _minutes(requests: int, tokens: float, rpm: float | None, tpm: float | None) -> float | None:
@@ -422,17 +422,16 @@ async def arun(
     rates: list[Rate] = []
     # The server counts requests when they arrive, shoal when they start: network jitter can
     # bring a window's requests closer together there than here, and a server whose window is
-    # exactly full answers the last one 429. Keeping MARGIN under its limits absorbs that.
+    # exactly full answers the last one 429. Shoal's windows are STRETCH longer than the
+    # server's, the same count in each: a margin in time, not a smaller budget.
     if rpm is not None:
-        pace = rpm * MARGIN
-        rates.append(Rate(pace, per=60.0, burst=max(1.0, pace / 60.0)))
+        rates.append(Rate(rpm, per=60.0 * STRETCH, burst=max(1.0, rpm / 60.0)))
     if tpm is not None:
-        pace = tpm * MARGIN
         rates.append(
             Rate(
-                pace,
-                per=60.0,
-                burst=max(1.0, pace / 60.0),
+                tpm,
+                per=60.0 * STRETCH,
+                burst=max(1.0, tpm / 60.0),
                 weight=counting.reserve,
                 actual="tokens",
             )
