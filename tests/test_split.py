@@ -281,3 +281,15 @@ def test_page_ranges_are_journaled_without_their_password(tmp_path: Path) -> Non
     assert len(stored) == 2
     assert all("not-a-real-secret" not in row[0] for row in stored)
     assert "doc.pdf" in stored[0][0]
+
+
+def test_a_pdf_changed_between_chunks_is_read_again(tmp_path: Path) -> None:
+    """Readers are kept for the next chunk of the same file, but not past a change to it."""
+    from _pdf import write_pdf
+
+    pdf = write_pdf(tmp_path / "doc.pdf", [["first version"], ["page two"]])
+    (chunk,) = split.pages(pdf, per_chunk=5)
+    assert "first version" in chunk.value.text()
+    assert "first version" in chunk.value.text()  # the kept reader
+    write_pdf(pdf, [["second version, longer than before"], ["page two"]])
+    assert "second version" in chunk.value.text()

@@ -17,6 +17,7 @@ import csv as csv_module
 import fnmatch
 import json
 import os
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
@@ -292,7 +293,7 @@ class PageRange:
 
     def page_texts(self) -> list[tuple[int, str]]:
         """``(page number, text)`` for each page of the range (pypdf's text extraction)."""
-        reader = _open_pdf(self.path, self.password)
+        reader = _cached_reader(self.path, self.password)
         return [
             (number, reader.pages[number - 1].extract_text() or "")
             for number in range(self.first, self.last + 1)
@@ -329,6 +330,27 @@ def pages(
         yield Sourced(
             PageRange(source, first, last, password), Provenance(source, pages=(first, last))
         )
+
+
+_readers = threading.local()  # per thread: pypdf's readers are not made for sharing
+
+
+def _cached_reader(path: str, password: str | None) -> Any:
+    """A reader of ``path``, kept for this thread's next chunk of the same file (a worker runs
+    many chunks of one PDF, and parsing its cross-reference table each time costs tens of
+    milliseconds for a long document); opened again if the file changed."""
+    stat = os.stat(path)
+    key = (path, password, stat.st_mtime_ns, stat.st_size)
+    cache: dict[tuple[Any, ...], Any] | None = getattr(_readers, "cache", None)
+    if cache is None:
+        cache = _readers.cache = {}
+    reader = cache.get(key)
+    if reader is None:
+        reader = _open_pdf(path, password)
+        if len(cache) >= 2:  # a chunk of another file: forget the oldest
+            cache.pop(next(iter(cache)))
+        cache[key] = reader
+    return reader
 
 
 def _open_pdf(path: str, password: str | None) -> Any:
