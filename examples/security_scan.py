@@ -371,6 +371,30 @@ def extend_report(report: Any, run: shoal.Run[Scanned], *, limit: int = 50) -> N
         report.add_table("Files bandit could not scan", list(skipped), limit=limit)
 
 
+def summary(run: shoal.Run[Scanned], *, limit: int = 10) -> str:
+    """What the scan found, in a few lines, with the top ``limit`` findings (``shoal run`` prints
+    this after the run)."""
+    ranked: list[Finding] = run.result
+    stats = run.stats
+    raw = sum(len(v["findings"]) for v in run.values)
+    scanned = sum(v["files"] for v in run.values)
+    counts = Counter(f["severity"] for f in ranked)
+    lines = [
+        f"{scanned} files scanned ({len(skipped_files(run))} skipped) in {stats.succeeded} "
+        f"pieces ({stats.failed} failed), {stats.wall_time:.1f}s",
+        f"{len(ranked)} findings ({raw - len(ranked)} duplicates removed): "
+        + ", ".join(f"{counts[s]} {s.lower()}" for s in ("HIGH", "MEDIUM", "LOW")),
+    ]
+    if ranked and limit > 0:
+        lines.append(f"top {min(limit, len(ranked))}:")
+        lines.extend(
+            f"  {f['severity']:<6} {f['confidence']:<6} {f['test_id']} "
+            f"{f['file']}:{f['line']}  {f['issue']}"
+            for f in ranked[:limit]
+        )
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--report", metavar="PATH", help="write the HTML report here")
@@ -391,28 +415,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     nfiles = sum(len(p["files"]) for p in chosen)
     print(f"scanning {nfiles} files under {root} in {len(chosen)} pieces ...", file=sys.stderr)
     run = job.run(chosen, progress=not args.quiet)
-    ranked: list[Finding] = run.result
-    stats = run.stats
-    raw = sum(len(v["findings"]) for v in run.values)
-    scanned = sum(v["files"] for v in run.values)
+    print("\n" + summary(run, limit=args.limit))
     skipped = skipped_files(run)
-
-    print(
-        f"\n{scanned} files scanned ({len(skipped)} skipped) in {stats.succeeded} pieces "
-        f"({stats.failed} failed), {stats.wall_time:.1f}s"
-    )
-    counts = Counter(f["severity"] for f in ranked)
-    print(
-        f"{len(ranked)} findings ({raw - len(ranked)} duplicates removed): "
-        + ", ".join(f"{counts[s]} {s.lower()}" for s in ("HIGH", "MEDIUM", "LOW"))
-    )
-    if ranked:
-        print(f"\ntop {min(args.limit, len(ranked))}:")
-    for f in ranked[: args.limit]:
-        print(
-            f"  {f['severity']:<6} {f['confidence']:<6} {f['test_id']} "
-            f"{f['file']}:{f['line']}  {f['issue']}"
-        )
     for s in skipped:
         print(f"  skipped {s['file']}: {s['reason']}", file=sys.stderr)
     for failure in run.failures:

@@ -651,3 +651,25 @@ def test_process_backend_from_a_subprocess(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     values = [r["value"] for r in records(tmp_path / "o.jsonl")]
     assert [v[0] for v in values] == [n * n for n in range(8)]  # type: ignore[index]
+
+
+def test_the_job_files_summary_is_printed_after_the_run(
+    folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """summary(run) is printed on standard output; one that raises is reported and skipped."""
+    (folder / "job.py").write_text(
+        JOB + "\n\ndef summary(run):\n    return f'sum of squares: {sum(run.values)}'\n"
+    )
+    assert main(["run", "job.py", "--no-journal"]) == 0
+    out, err = capsys.readouterr()
+    assert out.strip() == "sum of squares: 285"
+    assert "10 done" in err
+    assert main(["run", "job.py", "--no-journal", "--quiet"]) == 0
+    assert capsys.readouterr().out == ""  # --quiet: nothing but errors
+
+    (folder / "job.py").write_text(JOB + "\n\ndef summary(run):\n    return 1 / 0\n")
+    assert main(["run", "job.py", "--no-journal"]) == 0  # the run succeeded all the same
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "summary() in job.py raised ZeroDivisionError" in err
+    assert "the run is saved" in err

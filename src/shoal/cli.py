@@ -2,8 +2,9 @@
 -> render).
 
 A job file is a Python file that defines a :class:`shoal.Job` at module level; it may also define
-``items()`` (the input when no ``--input`` is given) and ``extend_report(report, run)`` (called
-before ``--report`` is written, to add the job's own tables). It is imported under a name that
+``items()`` (the input when no ``--input`` is given), ``summary(run)`` (text printed after the
+run) and ``extend_report(report, run)`` (called before ``--report`` is written, to add the job's
+own tables). It is imported under a name that
 worker processes can import too (see ``shoal._jobfiles``), so its work functions run on every
 backend.
 
@@ -90,8 +91,9 @@ Running the same command again resumes: the pieces the journal holds are read ba
 run. --fresh starts over.
 
 job files: JOBFILE defines a shoal.Job at module level (NAME picks one when there are several,
-by variable name or job name); it may define items() (the input when --input is not given) and
-extend_report(report, run) (called before --report is written).
+by variable name or job name); it may define items() (the input when --input is not given),
+summary(run) (text printed after the run) and extend_report(report, run) (called before
+--report is written).
 
 exit codes: 0 all pieces succeeded, 1 some failed (the rest are saved), 2 bad usage or input,
 130 interrupted (Ctrl-C lets the pieces in flight finish; a second Ctrl-C cancels them)."""
@@ -1064,7 +1066,28 @@ def _execute(
         _write_report(run, args.report, module, jobfile)
     if not args.quiet:
         _print_summary(run, journal, args)
+        if args.out != "-":  # standard output is the results' then
+            _print_job_summary(run, module, jobfile)
     return OK if run.ok else FAILED
+
+
+def _print_job_summary(run: Run[Any], module: ModuleType, jobfile: str) -> None:
+    """What the job file's ``summary(run)`` says of the result, on standard output. A summary
+    that raises is reported and skipped: the run itself is done and saved."""
+    summarize = getattr(module, "summary", None)
+    if not callable(summarize):
+        return
+    try:
+        text = summarize(run)
+    except Exception as exc:
+        print(
+            f"shoal: summary() in {jobfile} raised {type(exc).__name__}"
+            f"{_at_line(exc, Path(jobfile))}: {exc} (the run is saved; nothing else is affected)",
+            file=sys.stderr,
+        )
+        return
+    if text:
+        print(str(text).rstrip("\n"), flush=True)
 
 
 def _journal_hint(message: str) -> str:
