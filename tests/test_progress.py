@@ -137,9 +137,11 @@ def test_live_view_shows_counts_rate_eta_limits_and_keys() -> None:
     """Fed events by hand, the view shows the counts, the recent rate, the ETA, the limits
     (updated by LimitChanged), waits, and one line per key."""
     counts = FakeCounts()
+    keys: dict[str, tuple[int, int, int]] = {}
     view = LiveProgress(console=Console(file=io.StringIO()))
-    view(RunStarted(0.0, 1000, 16, 2, "10/1s", "fetch", True, counts))
-    assert view.piece_events  # keyed: it needs each piece's key
+    view(RunStarted(0.0, 1000, 16, 2, "10/1s", "fetch", True, counts, lambda: dict(keys)))
+    assert view.key_counts  # keyed: the scheduler keeps each key's counts for it
+    assert not view.piece_events  # so it needs no piece events
     feed: list[AnyEvent] = [
         AttemptStarted(0.1, 0, "a.com", 1),
         AttemptStarted(0.1, 1, "b.com", 1),
@@ -155,6 +157,7 @@ def test_live_view_shows_counts_rate_eta_limits_and_keys() -> None:
         view(event)
 
     counts.value = Counts(45, 5, 0, 6, 60, 1, 1)
+    keys.update({"a.com": (1, 0, 0), "b.com": (0, 1, 0)})
     text = rendered(view, 5.0)
     assert "shoal fetch" in text
     assert "50/1,000 5%" in text
@@ -189,13 +192,12 @@ def test_live_view_throttle_pause_ends() -> None:
 
 
 def test_live_view_drops_key_lines_past_max_keys() -> None:
-    """More keys than max_keys: no per-key lines (and no more counting per key)."""
+    """More keys than max_keys: no per-key lines."""
+    keys = {"a": (0, 0, 1), "b": (0, 0, 1)}
     view = LiveProgress(console=Console(file=io.StringIO()), max_keys=2)
-    view(RunStarted(0.0, 10, 4, None, None, "", True, FakeCounts()))
-    for i, key in enumerate(["a", "b"]):
-        view(AttemptStarted(0.0, i, key, 1))
+    view(RunStarted(0.0, 10, 4, None, None, "", True, FakeCounts(), lambda: dict(keys)))
     assert "a  " in rendered(view, 1.0)
-    view(AttemptStarted(0.0, 2, "c", 1))
+    keys["c"] = (0, 0, 1)
     text = rendered(view, 1.0)
     assert not re.search(r"^\s+[abc]\s", text, re.MULTILINE)
 

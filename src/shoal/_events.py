@@ -128,10 +128,18 @@ def _no_counts() -> Counts:
     return Counts(0, 0, 0, 0, 0, 0, 0)
 
 
+def _no_keys() -> dict[str, tuple[int, int, int]]:
+    return {}
+
+
 @dataclass(frozen=True, slots=True)
 class RunStarted:
     """The run started: its size (``total``, when the items have a ``len()``), its limits, and
-    ``counts``, which reads the run's totals at any time until it ends."""
+    ``counts``, which reads the run's totals at any time until it ends.
+
+    ``keys`` reads ``{key: (done, failed, in flight)}`` the same way, for a keyed job, once a
+    subscriber has set ``key_counts = True`` (read, like ``piece_events``, just after it got this
+    event): the scheduler then keeps those counts, and the subscriber needs no piece events."""
 
     time: float
     total: int | None
@@ -141,6 +149,9 @@ class RunStarted:
     name: str
     keyed: bool = False  # the job has a key function (per-key lines make sense)
     counts: Callable[[], Counts] = field(default=_no_counts, compare=False, repr=False)
+    keys: Callable[[], dict[str, tuple[int, int, int]]] = field(
+        default=_no_keys, compare=False, repr=False
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -356,11 +356,14 @@ class RateMeter:
 
 
 class KeyState:
-    """Per-key bookkeeping: attempts in flight, and a pause after a throttle."""
+    """Per-key bookkeeping: attempts in flight, and a pause after a throttle (and, for a live
+    view that asked, the pieces done and failed)."""
 
-    __slots__ = ("in_flight", "paused_until", "resume_at")
+    __slots__ = ("done", "failed", "in_flight", "paused_until", "resume_at")
 
     def __init__(self) -> None:
         self.in_flight = 0
+        self.done = 0
+        self.failed = 0
         self.paused_until = -math.inf
         self.resume_at = -math.inf  # when a timer to unpark this key is already set

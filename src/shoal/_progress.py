@@ -5,9 +5,9 @@ Both are event subscribers, and both are built to cost the run nothing it could 
 - They set ``piece_events = False``, so the scheduler does not even build the two records every
   piece emits (``AttemptStarted``, ``PieceSucceeded``); the totals are read from
   ``RunStarted.counts()`` when a line or a frame is drawn. The events they do get (a failure, a
-  retry, a throttle, a limit change) only update a counter or push a deadline. The one exception
-  is a keyed job's live view, which needs each piece's key for its per-key lines: it takes every
-  event then, still only counting.
+  retry, a throttle, a limit change) only update a counter or push a deadline. A keyed job's
+  live view sets ``key_counts = True`` instead: the scheduler keeps each key's pieces done,
+  failed and in flight, read from ``RunStarted.keys()`` when a frame is drawn.
 - They draw from a timer on the run's own event loop (a few times a second for the live view,
   every few seconds for plain lines), never per event, and never from a thread of their own: no
   locks, nothing left running after the run, and under ``shoal.testing.FakeClock`` the lines come
@@ -24,15 +24,13 @@ import asyncio
 import heapq
 import sys
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Literal, TextIO
 
 from ._events import (
     AnyEvent,
-    AttemptStarted,
     Counts,
     LimitChanged,
-    PieceFailed,
-    PieceSucceeded,
     RetryScheduled,
     RunFinished,
     RunStarted,
@@ -321,53 +319,14 @@ class LiveProgress(_View):
         self.console = console
         self.max_keys = max_keys
         self._live: Live | None = None
-        self._keys: dict[str, list[int]] = {}  # key -> [done, failed, in flight]
-        self._running: set[int] = set()  # indexes in flight (keyed jobs only)
-        self._many_keys = False
+        self.key_counts = False
+        self._key_counts: Callable[[], dict[str, tuple[int, int, int]]] | None = None
 
     def _reset(self, started: RunStarted) -> None:
         super()._reset(started)
-        # Per-key lines need each piece's key: only a keyed job pays for its piece events.
-        self.piece_events = started.keyed
-        self._keys = {}
-        self._running = set()
-        self._many_keys = False
-
-    def __call__(self, event: AnyEvent) -> None:
-        kind = type(event)
-        if kind is AttemptStarted or kind is PieceSucceeded:
-            if not self._many_keys:
-                assert isinstance(event, AttemptStarted | PieceSucceeded)
-                self._per_key(event.key, event.index, 0 if kind is PieceSucceeded else -1)
-            return
-        if (
-            (kind is PieceFailed or kind is RetryScheduled or kind is ThrottleWait)
-            and self.piece_events
-            and not self._many_keys
-        ):
-            assert isinstance(event, PieceFailed | RetryScheduled | ThrottleWait)
-            self._per_key(event.key, event.index, 1 if kind is PieceFailed else 2)
-        super().__call__(event)
-
-    def _per_key(self, key: str, index: int, what: int) -> None:
-        """Count one event for ``key``: -1 started, 0 done, 1 failed, 2 back to waiting."""
-        row = self._keys.get(key)
-        if row is None:
-            if len(self._keys) >= self.max_keys:
-                self._many_keys = True  # too many for lines: stop counting per key
-                self._keys.clear()
-                self._running.clear()
-                return
-            row = self._keys[key] = [0, 0, 0]
-        if what == -1:
-            self._running.add(index)
-            row[2] += 1
-            return
-        if index in self._running:  # a piece failed before it ran was never in flight
-            self._running.discard(index)
-            row[2] -= 1
-        if what < 2:
-            row[what] += 1
+        # Per-key lines: the scheduler keeps each key's counts (no piece events needed).
+        self.key_counts = started.keyed
+        self._key_counts = started.keys if started.keyed else None
 
     # ------------------------------------------------------------------ drawing
 
@@ -416,9 +375,10 @@ class LiveProgress(_View):
             states,
             Text(f"  limits: {', '.join(limits)}", style="dim"),
         ]
-        if self._keys and not self._many_keys:
+        per_key = self._key_counts() if self._key_counts is not None else {}
+        if 0 < len(per_key) <= self.max_keys:
             keys = Table.grid(padding=(0, 2))
-            for key, (done, failed, running) in sorted(self._keys.items()):
+            for key, (done, failed, running) in sorted(per_key.items()):
                 keys.add_row(
                     Text(f"  {key or '(no key)'}"),
                     Text(f"{done:,} done"),

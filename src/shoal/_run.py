@@ -251,6 +251,7 @@ class Scheduler:
         self._adaptive_ceiling = min(self._per_key or self._concurrency, self._concurrency)
         # Attempts in flight per key are counted when a per-key limit (fixed or adaptive) holds.
         self._count_keys = self._per_key is not None or limits.adaptive
+        self._tally_keys = False  # pieces done and failed per key (a live view asked for them)
         # Rates that count what attempts report (Rate(actual="tokens")): (meter index, counter).
         self._actuals = tuple((i, r.actual) for i, r in enumerate(limits.rates) if r.actual)
         # Key and rate checks are skipped entirely until something needs them.
@@ -414,9 +415,17 @@ class Scheduler:
                 self._name,
                 self._key_fn is not None,
                 self.counts,
+                self.key_counts,
             )
         )
         self._piece_subs = tuple(s for s in self._subs if getattr(s, "piece_events", True))
+        if self._key_fn is not None and any(getattr(s, "key_counts", False) for s in self._subs):
+            self._count_keys = True  # attempts in flight per key (nothing is in flight yet)
+            self._tally_keys = True  # and pieces done and failed per key
+
+    def key_counts(self) -> dict[str, tuple[int, int, int]]:
+        """``{key: (done, failed, in flight)}`` now, when a subscriber asked for them."""
+        return {k: (s.done, s.failed, s.in_flight) for k, s in self._keys.items()}
 
     def drain(self) -> None:
         """Stop early but gently: start no more pieces (nor retries), let the attempts in flight
@@ -1460,6 +1469,12 @@ class Scheduler:
 
     def _settle(self, outcome: Outcome[Any]) -> None:
         self._unsettled -= 1
+        if self._tally_keys:
+            state = self._key_state(outcome.key)
+            if outcome.ok:
+                state.done += 1
+            else:
+                state.failed += 1
         if self._ordered:
             reorder = self._reorder
             index = outcome.index
