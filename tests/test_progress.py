@@ -392,3 +392,40 @@ def test_map_with_live_progress(monkeypatch: pytest.MonkeyPatch) -> None:
 
     assert shoal.map(work, range(20), progress="live") == [x * 2 for x in range(20)]
     assert "shoal work: finished in 0:00: 20 done, 0 failed" in plain_text(stream.getvalue())
+
+
+def test_the_scheduler_counts_each_key_for_a_view_that_asks(clock: FakeClock) -> None:
+    """With key_counts = True, RunStarted.keys() gives exact done, failed and in-flight counts
+    per key, during the run and at its end (retries and failures included)."""
+    seen: list[dict[str, tuple[int, int, int]]] = []
+
+    class Watcher:
+        key_counts = True
+        piece_events = False
+        keys: Any = None
+
+        def __call__(self, event: AnyEvent) -> None:
+            if isinstance(event, RunStarted):
+                self.keys = event.keys
+            elif self.keys is not None and isinstance(event, RunFinished):
+                seen.append(self.keys())
+
+    tries: dict[int, int] = {}
+
+    async def work(item: int) -> int:
+        tries[item] = tries.get(item, 0) + 1
+        await asyncio.sleep(1.0)
+        if item % 5 == 0 and tries[item] == 1:
+            raise OSError("first try fails")
+        if item == 7:
+            raise ValueError("always fails")
+        return item
+
+    job = Job(work, key=lambda i: f"k{i % 3}", retry=Retry(attempts=2, base_delay=0.5))
+    run = job.run(range(12), clock=clock, subscribers=Watcher())
+    expected: dict[str, tuple[int, int, int]] = {}
+    for outcome in run.outcomes:
+        done, failed, _ = expected.get(outcome.key, (0, 0, 0))
+        expected[outcome.key] = (done + outcome.ok, failed + (not outcome.ok), 0)
+    assert seen == [expected]
+    assert expected["k1"] == (3, 1, 0)  # item 7 failed
