@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -75,8 +76,13 @@ def test_results_in_input_order_nothing_lost_nothing_sent_twice(tmp_path: Path) 
             assert line["usage"]["completion_tokens"] == 16
         assert set(server.successes) == {f"c{i}" for i in range(60)}
         assert max(server.successes.values()) == 1
-        assert lines[3]["attempts"] == 3
-        assert lines[11]["attempts"] == 1  # two throttles, no attempt used
+        # Attempts are the answers that were not 429 (the server's random 500s can add to the
+        # scripted ones, depending on the order requests arrive in).
+        answered = Counter(rid for _, rid, status in server.log if status != 429)
+        throttled = Counter(rid for _, rid, status in server.log if status == 429)
+        assert lines[3]["attempts"] == answered["c3"] >= 3  # two scripted 500s, then 200
+        assert lines[11]["attempts"] == answered["c11"]  # its throttles used no attempt
+        assert throttled["c11"] >= 2
 
 
 def test_failures_are_in_the_same_file_with_their_error_class(tmp_path: Path) -> None:
