@@ -138,22 +138,29 @@ class Breaker:
     After ``failures`` failed attempts in a row on a key, or when at least ``failure_rate`` of
     its last ``window`` attempts failed, the breaker opens: nothing is sent to that key for
     ``cooldown`` seconds (its pieces wait; other keys go on). Then one probe attempt goes: if it
-    succeeds the breaker closes and the key's pieces go again; if it fails the breaker opens for
-    another cooldown. A failure is an error the retry policy counts as transient (``Retry(on=)``);
-    throttles and other errors are not.
+    succeeds the breaker closes and the key's pieces go again; if it fails the breaker opens
+    again, for the same cooldown, or with ``backoff=2`` twice the one before (up to
+    ``max_cooldown``), so that a dependency that stays down is probed less and less often (as
+    Envoy's outlier detection lengthens an ejection with each one) at the price of noticing its
+    recovery later. A failure is an error the retry policy counts as transient
+    (``Retry(on=)``); throttles and other errors are not.
 
     Args:
         failures: Failures in a row that open the breaker.
         failure_rate: Open when at least this share of the last ``window`` attempts failed
             (``None``: only failures in a row count).
         window: Attempts the failure rate is taken over (it needs that many first).
-        cooldown: Seconds the breaker stays open before its probe.
+        cooldown: Seconds the breaker stays open before its first probe.
+        backoff: Each failed probe in a row multiplies the next cooldown by this (``1``, the
+            default: the same cooldown every time).
+        max_cooldown: The longest cooldown.
         give_up: After this many failed probes in a row, stop waiting: the key's waiting pieces,
             and any that come later, fail at once with ``shoal.CircuitOpen`` (``shoal retry``
             or ``job.retry_failed`` runs them again later). ``None``: wait as long as it takes.
 
     Raises:
-        ValueError, TypeError: counts below 1, a rate outside (0, 1], a cooldown <= 0.
+        ValueError, TypeError: counts below 1, a rate outside (0, 1], a cooldown <= 0, a backoff
+            below 1, a ``max_cooldown`` below the cooldown.
     """
 
     failures: int = 5
@@ -161,6 +168,8 @@ class Breaker:
     window: int = 20
     cooldown: float = 10.0
     give_up: int | None = None
+    backoff: float = 1.0
+    max_cooldown: float = 300.0
 
     def __post_init__(self) -> None:
         _check_count("Breaker", "failures", self.failures)
@@ -168,6 +177,18 @@ class Breaker:
             _check_share("Breaker", "failure_rate", self.failure_rate)
         _check_count("Breaker", "window", self.window)
         _check_seconds("Breaker", "cooldown", self.cooldown)
+        if (
+            isinstance(self.backoff, bool)
+            or not isinstance(self.backoff, int | float)
+            or not 1 <= self.backoff < math.inf
+        ):
+            raise ValueError(f"Breaker(backoff={self.backoff!r}): must be a number >= 1")
+        _check_seconds("Breaker", "max_cooldown", self.max_cooldown)
+        if self.max_cooldown < self.cooldown:
+            raise ValueError(
+                f"Breaker(max_cooldown={self.max_cooldown!r}): must be at least the cooldown "
+                f"({self.cooldown!r})"
+            )
         if self.give_up is not None:
             _check_count("Breaker", "give_up", self.give_up)
 
@@ -406,8 +427,10 @@ class BreakerState:
         return f"{self._failed} of the last {n} attempts failed" if n else "failures"
 
     def _open(self, now: float) -> str:
+        policy = self._policy
         self.state = OPEN
-        self.until = now + self._policy.cooldown
+        cooldown = policy.cooldown * policy.backoff**self.failed_probes
+        self.until = now + min(cooldown, policy.max_cooldown)
         return OPEN
 
     def _reset(self) -> None:
