@@ -146,3 +146,13 @@ def test_error_type_names_are_short_for_scripts_and_job_files() -> None:
     assert type_name(KeyError()) == "KeyError"
     assert type_name(shoal.Throttled()) == "shoal._exceptions.Throttled"
     assert shoal.ErrorInfo.from_exception(job_error("x")).type == "my.scan.ParseError"
+
+
+def test_the_job_file_package_name_is_written_once() -> None:
+    """shoal._modnames names the package job files load into; it must be that package."""
+    from shoal import _jobfiles, _modnames
+
+    assert _jobfiles.__name__ + "." == _modnames.JOB_FILES
+    path = "/jobs/my.scan.py"
+    assert _modnames.file_of(_modnames.module_name(path)) == path
+    assert _modnames.job_file_stem(_modnames.module_name(path)) == "my.scan"

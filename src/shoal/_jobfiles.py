@@ -28,25 +28,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 
+from ._modnames import JOB_FILES, file_of, module_name
+
 # This module is a package whose submodules are job files (it has no files of its own).
 __path__: list[str] = []
 
-PREFIX = __name__ + "."
-
-
-def module_name(path: str | os.PathLike[str]) -> str:
-    """The module name of the job file at ``path`` (made absolute; ``.py`` left out)."""
-    absolute = os.path.abspath(os.fspath(path))
-    stem = absolute[:-3] if absolute.endswith(".py") else absolute
-    return PREFIX + stem.replace("%", "%25").replace(".", "%2E")
-
-
-def file_of(name: str) -> str | None:
-    """The job file that module ``name`` stands for, or ``None`` if it is not a job file's."""
-    if not name.startswith(PREFIX):
-        return None
-    stem = name[len(PREFIX) :].replace("%2E", ".").replace("%25", "%")
-    return stem + ".py"
+__all__ = ["JOB_FILES", "file_of", "load", "module_name"]  # JOB_FILES is this package's name
 
 
 class _Loader(importlib.machinery.SourceFileLoader):

@@ -47,6 +47,7 @@ from typing import Any, NamedTuple
 
 from ._codec import Codec, JSONCodec
 from ._exceptions import ShoalError
+from ._modnames import job_file_stem
 from ._version import __version__
 
 SCHEMA_VERSION = 1
@@ -763,7 +764,6 @@ def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 _SCRIPTS = ("__main__", "__mp_main__")
-_JOB_FILES = "shoal._jobfiles."  # modules of job files the command line loads by path
 
 
 def callable_name(fn: object, *, stable: bool = False) -> str:
@@ -778,8 +778,9 @@ def callable_name(fn: object, *, stable: bool = False) -> str:
     target = fn if hasattr(fn, "__qualname__") else type(fn)
     module = getattr(target, "__module__", None) or "?"
     if stable:
-        if module.startswith(_JOB_FILES):
-            module = module.rpartition("/")[2].replace("%2E", ".").replace("%25", "%")
+        stem = job_file_stem(module)
+        if stem is not None:
+            module = stem
         elif module in _SCRIPTS:
             file = getattr(sys.modules.get(module), "__file__", None)
             if file:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ._codec import to_plain
 from ._combine import Combined, Combiner
+from ._modnames import job_file_stem
 from ._records import quick_frozen_init
 from ._split import Provenance
 
@@ -22,9 +23,6 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-_JOB_FILES = "shoal._jobfiles."  # modules of job files the command line loads by path
-
-
 def type_name(exc: BaseException) -> str:
     """An exception's class name for reports: qualified by its module, except built-ins and
     scripts; a job file's classes by the file's name (``scan.ParseError``)."""
@@ -32,8 +30,7 @@ def type_name(exc: BaseException) -> str:
     module = kind.__module__
     if module in ("builtins", "__main__"):
         return kind.__qualname__
-    if module.startswith(_JOB_FILES):
-        module = module.rpartition("/")[2].replace("%2E", ".").replace("%25", "%") or module
+    module = job_file_stem(module) or module
     return f"{module}.{kind.__qualname__}"
 
 
