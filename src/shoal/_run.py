@@ -595,17 +595,19 @@ class Scheduler:
         assert self._sync_iter is not None
         try:
             item = next(self._sync_iter)
-        except StopIteration:
-            self._exhausted = True
-            self._notify()
-            return None
-        except Exception as exc:
-            exc.add_note(f"(raised by the items iterable after {self._next_index} items)")
-            self._exhausted = True
-            self._fatal = exc
-            self._notify()
+        except Exception as exc:  # StopIteration included
+            self._source_ended(exc)
             return None
         return self._make_piece(item)
+
+    def _source_ended(self, exc: Exception) -> None:
+        """The synchronous source stopped: it ended (``StopIteration``) or raised ``exc``, which
+        then stops the run."""
+        self._exhausted = True
+        if not isinstance(exc, StopIteration):
+            exc.add_note(f"(raised by the items iterable after {self._next_index} items)")
+            self._fatal = exc
+        self._notify()
 
     async def _feed(self, lookups: bool) -> None:
         """Pull items into the ready queue, up to the window (the read-ahead).
@@ -746,15 +748,8 @@ class Scheduler:
                 return None
             try:
                 item = next(sync_iter)
-            except StopIteration:
-                self._exhausted = True
-                self._notify()
-                return None
-            except Exception as exc:
-                exc.add_note(f"(raised by the items iterable after {self._next_index} items)")
-                self._exhausted = True
-                self._fatal = exc
-                self._notify()
+            except Exception as exc:  # StopIteration included
+                self._source_ended(exc)
                 return None
             kind = type(item)
             value = item
@@ -1211,7 +1206,7 @@ class Scheduler:
             self._wall(piece.attempt_start),
             self._wall(now),
             outcome,
-            None if exc is None else _type_name(exc),
+            None if exc is None else type_name(exc),
             None if exc is None else str(exc),
         )
 
@@ -1393,7 +1388,7 @@ class Scheduler:
                 self._fail(piece, exc, now)
                 return
             self.retries += 1
-            piece.retry_causes = (*piece.retry_causes, _type_name(exc))
+            piece.retry_causes = (*piece.retry_causes, type_name(exc))
             if self._journal is not None and piece.id:
                 self._record_attempt(piece, now, "error", exc)
             if self._subs:
@@ -1404,7 +1399,7 @@ class Scheduler:
                         piece.key,
                         piece.attempts,
                         delay,
-                        _type_name(exc),
+                        type_name(exc),
                         str(exc),
                     )
                 )
@@ -1821,6 +1816,3 @@ def _length(items: object) -> int | None:
         return len(items)  # type: ignore[arg-type]
     except Exception:  # no __len__, or one that fails: the total is just unknown
         return None
-
-
-_type_name = type_name
