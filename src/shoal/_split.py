@@ -121,15 +121,16 @@ def jsonl(
 
 def _jsonl(source: str, encoding: str) -> Iterator[Sourced[Any] | Malformed]:
     for number, text in _lines(source, encoding):
-        if not text.strip():
-            continue
-        where = Provenance(source, line=number)
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError as exc:
-            yield Malformed(f"not valid JSON ({exc.msg} at column {exc.colno})", where)
-        else:
-            yield Sourced(value, where)
+        if text.strip():
+            yield json_line(text, Provenance(source, line=number))
+
+
+def json_line(text: str, where: Provenance) -> Sourced[Any] | Malformed:
+    """One line of JSON Lines: its value, or why it is not JSON (``where`` names the line)."""
+    try:
+        return Sourced(json.loads(text), where)
+    except json.JSONDecodeError as exc:
+        return Malformed(f"not valid JSON ({exc.msg} at column {exc.colno})", where)
 
 
 def csv(

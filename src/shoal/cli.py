@@ -43,7 +43,7 @@ from ._journal import Journal, JournalError, _alive, read_meta, read_status
 from ._limits import Rate
 from ._outcome import Run
 from ._plan import plan
-from ._split import Malformed, MalformedInput, Provenance, Sourced
+from ._split import Malformed, MalformedInput, Provenance, Sourced, json_line
 from ._split import csv as split_csv
 from ._split import files as split_files
 from ._split import jsonl as split_jsonl
@@ -791,15 +791,7 @@ def _stdin_input(stream: TextIO, fmt: str | None, *, strict: bool) -> Input:
             text = text.rstrip("\r\n")
             if not text.strip():
                 continue
-            if kind == "lines":
-                yield Sourced(text, where)
-                continue
-            try:
-                value = json.loads(text)
-            except json.JSONDecodeError as exc:
-                yield Malformed(f"not valid JSON ({exc.msg} at column {exc.colno})", where)
-            else:
-                yield Sourced(value, where)
+            yield Sourced(text, where) if kind == "lines" else json_line(text, where)
 
     label = "standard input (" + ("JSON Lines" if kind == "jsonl" else "lines") + ")"
     if not strict:
