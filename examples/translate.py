@@ -637,13 +637,13 @@ class Translator:
             response = await client.post(url, json=body, headers=headers, timeout=TIMEOUT)
         except httpx.TransportError as exc:
             shoal.usage(tokens=0, requests=1)
-            raise _scrub(shoal.http.transport_error(exc, "POST", url), key) from exc
+            raise shoal.http.scrub(shoal.http.transport_error(exc, "POST", url), key) from exc
         if response.status_code >= 400:
             shoal.usage(tokens=0, requests=1)  # a refused request uses no tokens
         try:
             shoal.http.check(response)
         except shoal.ShoalError as exc:
-            raise _scrub(exc, key) from None
+            raise shoal.http.scrub(exc, key) from None
         data = response.json()
         used = data.get("usage") or {}
         prompt = int(used.get("prompt_tokens") or 0)
@@ -716,15 +716,6 @@ def _write(path: Path, text: str) -> None:
     partial = path.with_name(path.name + ".partial")
     partial.write_text(text, encoding="utf-8")
     partial.replace(path)
-
-
-def _scrub(exc: BaseException, secret: str | None) -> BaseException:
-    """The error without the API key, wherever a server may have echoed it."""
-    if secret and secret in str(exc):
-        exc.args = tuple(str(a).replace(secret, "***") for a in exc.args)
-        if isinstance(getattr(exc, "detail", None), str):
-            exc.detail = exc.detail.replace(secret, "***")  # type: ignore[attr-defined]
-    return exc
 
 
 _translators: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Translator] = (

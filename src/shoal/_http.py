@@ -156,6 +156,16 @@ def redact(text: str) -> str:
     return _SECRETS.sub(hide, text)
 
 
+def scrub(exc: BaseException, secret: str | None) -> BaseException:
+    """``exc`` with ``secret`` (an API key) replaced by ``***`` in its message and its
+    ``detail``, wherever a server may have echoed it; for re-raising."""
+    if secret and secret in str(exc):
+        exc.args = tuple(str(a).replace(secret, "***") for a in exc.args)
+        if isinstance(getattr(exc, "detail", None), str):
+            exc.detail = exc.detail.replace(secret, "***")  # type: ignore[attr-defined]
+    return exc
+
+
 def safe_url(url: object) -> str:
     """A URL for messages: scheme, host, port and path; no user info, query or fragment."""
     parts = urlsplit(str(url))

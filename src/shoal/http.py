@@ -31,6 +31,7 @@ from ._http import (
     request,
     retry_after,
     safe_url,
+    scrub,
     transport_error,
 )
 from ._job import Job
@@ -50,6 +51,7 @@ __all__ = [
     "request",
     "retry_after",
     "safe_url",
+    "scrub",
     "transport_error",
 ]
 

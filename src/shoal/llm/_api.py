@@ -38,7 +38,7 @@ from typing import Any
 
 from .._events import AnyEvent, PieceFailed, PieceSucceeded
 from .._exceptions import ShoalError
-from .._http import ClientPool, check, transport_error
+from .._http import ClientPool, check, scrub, transport_error
 from .._job import Job
 from .._limits import Limits, Rate
 from .._loop import new_event_loop
@@ -325,15 +325,6 @@ def _journal_settled(path: str | None) -> dict[str, float]:
     return settled
 
 
-def _scrub(exc: BaseException, secret: str | None) -> BaseException:
-    """Remove the API key from an error's message, wherever a server may have echoed it."""
-    if secret and secret in str(exc):
-        exc.args = tuple(str(a).replace(secret, "***") for a in exc.args)
-        if isinstance(getattr(exc, "detail", None), str):
-            exc.detail = exc.detail.replace(secret, "***")  # type: ignore[attr-defined]
-    return exc
-
-
 async def arun(
     requests: str | os.PathLike[str] | Iterable[Mapping[str, Any]],
     *,
@@ -462,13 +453,13 @@ async def arun(
         except httpx.TransportError as exc:
             if isinstance(exc, httpx.ConnectError):
                 report_usage(tokens=0)  # never reached the server: nothing was counted
-            raise _scrub(transport_error(exc, "POST", url), api_key) from exc
+            raise scrub(transport_error(exc, "POST", url), api_key) from exc
         if response.status_code >= 400:
             report_usage(tokens=0)  # a refused request costs nothing and uses no tokens
         try:
             check(response, pause=not rates)  # with rates given, shoal paces itself
         except ShoalError as exc:
-            raise _scrub(exc, api_key) from None
+            raise scrub(exc, api_key) from None
         data = response.json()
         used = data.get("usage") if isinstance(data, dict) else None
         prompt = completion = 0
