@@ -260,7 +260,7 @@ def retry_after(headers: Mapping[str, str], now: float | None = None) -> float |
         else:
             if math.isfinite(value) and value >= 0:
                 return value
-    waits = [w for kind in ("requests", "tokens") if (w := _exhausted(got, kind)) is not None]
+    waits = [w for kind in ("requests", "tokens") if (w := _refill(got, kind, 1.0)) is not None]
     return max(waits) if waits else None
 
 
@@ -275,25 +275,18 @@ def ratelimit_hold(headers: Mapping[str, str]) -> float | None:
     server has refilled that tenth: ``(reserve - remaining) / refill rate``.
     """
     got = _get(headers)
-    remaining = _number(got("x-ratelimit-remaining-requests"))
-    if remaining is None:
-        return None
     limit = _number(got("x-ratelimit-limit-requests"))
     reserve = max(1.0, math.ceil(0.1 * limit)) if limit is not None else 1.0
-    if remaining >= reserve:
-        return None
-    reset = parse_duration(got("x-ratelimit-reset-requests") or "")
-    if reset is None or reset <= 0:
-        return None
-    if limit is not None and limit > remaining:
-        per_request = reset / (limit - remaining)  # the time one request takes to come back
-        return (reserve - remaining) * per_request
-    return reset
+    wait = _refill(got, "requests", reserve)
+    return wait if wait else None
 
 
-def _exhausted(got: Callable[[str], str | None], kind: str) -> float | None:
+def _refill(got: Callable[[str], str | None], kind: str, want: float) -> float | None:
+    """How long until the server's ``kind`` bucket holds ``want`` units again, when it reports
+    fewer (``None``: it does not say, or has enough). Requests come back one by one, in
+    ``reset / (limit - remaining)`` each; for tokens, the whole ``reset``."""
     remaining = _number(got(f"x-ratelimit-remaining-{kind}"))
-    if remaining is None or remaining >= 1:
+    if remaining is None or remaining >= want:
         return None
     reset = parse_duration(got(f"x-ratelimit-reset-{kind}") or "")
     if reset is None:
@@ -301,7 +294,7 @@ def _exhausted(got: Callable[[str], str | None], kind: str) -> float | None:
     if kind == "requests":
         limit = _number(got("x-ratelimit-limit-requests"))
         if limit is not None and limit > remaining:
-            return reset / (limit - remaining)  # one request's worth comes back
+            return (want - remaining) * reset / (limit - remaining)
     return reset
 
 
