@@ -135,3 +135,22 @@ def test_values_come_without_making_outcomes_and_outcomes_when_asked() -> None:
     assert outcomes is run.outcomes  # made once
     assert [o.value for o in outcomes] == run.values and len(outcomes) == 23
     assert run.result == run.values
+
+
+def test_a_splitters_items_reach_the_work_as_values_with_their_provenance(
+    tmp_path: Path,
+) -> None:
+    """Chunks of split.jsonl: the work gets the values, outcomes keep file and line, and a line
+    that is not JSON fails alone, unsent, naming its place."""
+    from shoal import split
+
+    data = tmp_path / "numbers.jsonl"
+    data.write_text("1\n2\nnot json\n4\n5\n")
+    run = chunked(w.square, 2).run(split.jsonl(data))
+    assert [o.value for o in run.outcomes] == [1, 4, None, 16, 25]
+    assert [str(o.provenance) for o in run.outcomes] == [f"{data}:{n}" for n in range(1, 6)]
+    (bad,) = run.failures
+    assert bad.index == 2 and bad.attempts == 0
+    assert bad.error.type == "shoal._split.MalformedInput"
+    assert f"{data}:3: not valid JSON" in bad.error.message
+    assert run.stats.attempts == 4  # the unread line was never sent

@@ -293,3 +293,29 @@ def test_a_pdf_changed_between_chunks_is_read_again(tmp_path: Path) -> None:
     assert "first version" in chunk.value.text()  # the kept reader
     write_pdf(pdf, [["second version, longer than before"], ["page two"]])
     assert "second version" in chunk.value.text()
+
+
+def test_limited_mode_gets_a_splitters_values_and_keeps_provenance(tmp_path: Path) -> None:
+    """batch_size over split.jsonl: the work gets lists of values; a line that is not JSON is
+    left out of its call and fails alone, naming its place."""
+    data = tmp_path / "numbers.jsonl"
+    data.write_text("1\n2\nnot json\n4\n5\n")
+    calls: list[list[int]] = []
+
+    def doubles(group: list[int]) -> list[int]:
+        calls.append(list(group))
+        return [2 * x for x in group]
+
+    run = shoal.Job(doubles, batch_size=3).run(split.jsonl(data))
+    assert calls == [[1, 2], [4, 5]]
+    assert [o.value for o in run.outcomes] == [2, 4, None, 8, 10]
+    assert [str(o.provenance) for o in run.outcomes] == [f"{data}:{n}" for n in range(1, 6)]
+    (bad,) = run.failures
+    assert bad.index == 2 and f"{data}:3: not valid JSON" in bad.error.message
+
+    async def adoubles(group: list[int]) -> list[int]:
+        return [2 * x for x in group]
+
+    again = shoal.Job(adoubles, batch_size=3).run(split.jsonl(data))
+    assert [o.value for o in again.outcomes] == [2, 4, None, 8, 10]
+    assert [str(o.provenance) for o in again.outcomes] == [str(o.provenance) for o in run.outcomes]

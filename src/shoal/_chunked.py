@@ -23,6 +23,7 @@ calls that take lists); nor can a journal (it records pieces, and a chunk is not
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 import random
 import time
@@ -33,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from ._limits import Limits
 from ._outcome import ErrorInfo, Outcome, Run, RunStats, explain, type_name
 from ._retry import Retry, throttle_delay
+from ._split import plain, unwrap
 from ._usage import Meter, current
 from .backends._base import is_async_callable
 from .backends._remote import portable_error
@@ -90,9 +92,18 @@ class ChunkWork:
         clock = time.perf_counter
         append_value = values.append
         append_duration = durations.append
+        simple = plain(items)
         start = clock()
         try:
-            for position, item in enumerate(items):
+            for position, raw in enumerate(items):
+                item = raw
+                if not simple:  # a splitter's items: the work gets the value
+                    item, _, unread = unwrap(raw)
+                    if unread is not None:  # a line that could not be read fails, unsent
+                        append_value(ItemFailed(unread))
+                        extras[position] = (0, 0, (), 0.0, None)
+                        append_duration(0.0)
+                        continue
                 try:  # the common case first: one attempt, nothing to report
                     value = work(item)
                     if maybe_async or inspect.isawaitable(value):
@@ -281,23 +292,7 @@ async def arun_chunked(
         second = await single.arun([item for _, item in redo], clock=clock, rng=rng)
         completion.extend(redo[number][0] for number in second.completion_order)
         for (at, _), outcome in zip(redo, second.outcomes, strict=True):
-            again[at] = Outcome(
-                at,
-                outcome.item,
-                outcome.ok,
-                outcome.value,
-                outcome.error,
-                outcome.attempts,
-                outcome.started,
-                outcome.finished,
-                "",
-                outcome.throttles,
-                "",
-                None,
-                outcome.retry_causes,
-                outcome.throttle_wait,
-                outcome.usage,
-            )
+            again[at] = dataclasses.replace(outcome, index=at)
             unusual.append(again[at])
     stats = _stats(total, unusual, first.stats, time.monotonic() - began)
 
@@ -333,6 +328,9 @@ def _result(chunk: Outcome[ChunkResult]) -> ChunkResult:
     return result
 
 
+_PLAIN = (1, 0, (), 0.0, None)  # one attempt, no throttle, no retry, no wait, no usage
+
+
 def _per_item(
     chunk: Outcome[ChunkResult], group: list[Any], base: int, unusual: list[Outcome[Any]]
 ) -> list[Outcome[Any]]:
@@ -340,7 +338,7 @@ def _per_item(
     plain success are added to ``unusual`` too)."""
     values, durations, extras = _result(chunk)
     ends = list(accumulate(durations, initial=chunk.started))
-    if not extras:  # every item one plain success (failed items always have extras)
+    if not extras and plain(group):  # every item one plain success (failures have extras)
         return list(
             map(
                 Outcome,
@@ -355,38 +353,30 @@ def _per_item(
             )
         )
     result: list[Outcome[Any]] = []
-    append = result.append
-    started = chunk.started
-    for position, (value, duration) in enumerate(zip(values, durations, strict=True)):
-        finished = started + duration
-        if position in extras or type(value) is ItemFailed:
-            attempts, throttles, causes, waited, used = extras.get(position, (1, 0, (), 0.0, None))
-            failed = type(value) is ItemFailed
-            unusual.append(
-                outcome := Outcome(
-                    base + position,
-                    group[position],
-                    not failed,
-                    None if failed else value,
-                    ErrorInfo.from_exception(value.error) if failed else None,
-                    attempts,
-                    started,
-                    finished,
-                    "",
-                    throttles,
-                    "",
-                    None,
-                    causes,
-                    waited,
-                    used,
-                )
-            )
-            append(outcome)
-        else:
-            append(
-                Outcome(base + position, group[position], True, value, None, 1, started, finished)
-            )
-        started = finished
+    for position, value in enumerate(values):
+        item, provenance, _ = unwrap(group[position])
+        attempts, throttles, causes, waited, used = extras.get(position, _PLAIN)
+        failed = type(value) is ItemFailed
+        outcome = Outcome(
+            base + position,
+            item,
+            not failed,
+            None if failed else value,
+            ErrorInfo.from_exception(value.error) if failed else None,
+            attempts,
+            ends[position],
+            ends[position + 1],
+            "",
+            throttles,
+            "",
+            provenance,
+            causes,
+            waited,
+            used,
+        )
+        if position in extras:
+            unusual.append(outcome)
+        result.append(outcome)
     return result
 
 

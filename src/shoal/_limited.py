@@ -20,7 +20,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Se
 from typing import Any
 
 from ._outcome import ErrorInfo, Outcome, RunStats
-from ._split import batches
+from ._split import batches, plain, unwrap
 
 
 class BatchResultError(TypeError):
@@ -74,8 +74,9 @@ def _check(group: list[Any], results: Any) -> list[Any]:
 class GroupWork:
     """The work as the scheduler sees it in limited mode: a group in, checked results out.
 
-    A class at module level, not a closure, so it pickles for the process, Dask and Ray
-    backends whenever the user's work does.
+    Items a splitter made reach the work as their values; a line that could not be read is not
+    sent, and fails alone (as a returned exception does). A class at module level, not a
+    closure, so it pickles for the process, Dask and Ray backends whenever the user's work does.
     """
 
     def __init__(self, work: Callable[[list[Any]], Any]) -> None:
@@ -84,45 +85,70 @@ class GroupWork:
         self.__qualname__ = getattr(work, "__qualname__", self.__name__)
 
     def __call__(self, group: list[Any]) -> list[Any]:
-        return _check(group, self.work(group))
+        if plain(group):
+            return _check(group, self.work(group))
+        values, unread = _values(group)
+        results = _check(values, self.work(values)) if values else []
+        return _merge(results, unread, len(group))
 
 
 class AsyncGroupWork(GroupWork):
     """:class:`GroupWork` for ``async def`` work."""
 
     async def __call__(self, group: list[Any]) -> list[Any]:  # type: ignore[override]
-        results = self.work(group)
+        simple = plain(group)
+        values, unread = (group, {}) if simple else _values(group)
+        if not values:
+            return _merge([], unread, len(group))
+        results = self.work(values)
         if inspect.isawaitable(results):
             results = await results
-        return _check(group, results)
+        checked = _check(values, results)
+        return checked if simple else _merge(checked, unread, len(group))
+
+
+def _values(group: list[Any]) -> tuple[list[Any], dict[int, BaseException]]:
+    """The values to send, and the errors of the lines that could not be read, by position."""
+    values: list[Any] = []
+    unread: dict[int, BaseException] = {}
+    for position, raw in enumerate(group):
+        value, _, error = unwrap(raw)
+        if error is None:
+            values.append(value)
+        else:
+            unread[position] = error
+    return values, unread
+
+
+def _merge(results: list[Any], unread: dict[int, BaseException], size: int) -> list[Any]:
+    """The work's results with the unread lines' errors back in their places."""
+    if not unread:
+        return results
+    sent = iter(results)
+    return [unread[i] if i in unread else next(sent) for i in range(size)]
 
 
 def ungroup(outcomes: Sequence[Outcome[Any]], size: int) -> list[Outcome[Any]]:
-    """One outcome per item from the groups' outcomes, in the groups' order."""
+    """One outcome per item from the groups' outcomes, in the groups' order (an item a splitter
+    made keeps its provenance; a line that could not be read fails with its own error)."""
     result: list[Outcome[Any]] = []
     for outcome in outcomes:
         group = outcome.item
+        values: Any = outcome.value
         base = outcome.index * size
-        for offset, item in enumerate(group):
-            if outcome.ok:
-                values: Any = outcome.value
-                value = values[offset]
-                if isinstance(value, BaseException):
-                    item_outcome = dataclasses.replace(
-                        outcome,
-                        index=base + offset,
-                        item=item,
-                        ok=False,
-                        value=None,
-                        error=ErrorInfo.from_exception(value),
-                    )
-                else:
-                    item_outcome = dataclasses.replace(
-                        outcome, index=base + offset, item=item, value=value
-                    )
-            else:
-                item_outcome = dataclasses.replace(outcome, index=base + offset, item=item)
-            result.append(item_outcome)
+        for offset, raw in enumerate(group):
+            item, provenance, unread = unwrap(raw)
+            value: Any = values[offset] if outcome.ok else None
+            if unread is not None:
+                value = unread
+            changes: dict[str, Any] = {"index": base + offset, "item": item}
+            if provenance is not None:
+                changes["provenance"] = provenance
+            if isinstance(value, BaseException):
+                changes.update(ok=False, value=None, error=ErrorInfo.from_exception(value))
+            elif outcome.ok:
+                changes["value"] = value
+            result.append(dataclasses.replace(outcome, **changes))
     return result
 
 

@@ -85,6 +85,24 @@ class MalformedInput(ValueError):
     """Raised for a piece whose input could not be read (and by ``strict=True`` splitters)."""
 
 
+def unwrap(item: Any) -> tuple[Any, Provenance | None, MalformedInput | None]:
+    """What a splitter's piece holds: ``(value, provenance, None)`` for an item that came with
+    its provenance (``(item, None, None)`` for a plain one), and ``(malformed, provenance,
+    error)`` for an input line that could not be read (it fails with ``error``, unsent)."""
+    kind = type(item)
+    if kind is Sourced:
+        return item.value, item.provenance, None
+    if kind is Malformed:
+        return item, item.provenance, MalformedInput(f"{item.provenance}: {item.error}")
+    return item, None, None
+
+
+def plain(items: Sequence[Any]) -> bool:
+    """Whether none of ``items`` came from a splitter (the common case: nothing to unwrap)."""
+    kinds = set(map(type, items))
+    return Sourced not in kinds and Malformed not in kinds
+
+
 def _lines(path: str | os.PathLike[str], encoding: str) -> Iterator[tuple[int, str]]:
     with open(path, encoding=encoding, newline="") as fh:
         for number, line in enumerate(fh, start=1):
