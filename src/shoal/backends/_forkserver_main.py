@@ -6,7 +6,8 @@ means to do that when ``"__main__"`` is preloaded, but in the versions shoal sup
 never reaches the fork server (it looks for a ``main_path`` that the preparation data calls
 ``init_main_from_path``), so every worker ran the main script, and imported everything it
 imports, at its start: a quarter of a second per worker for a script that imports an HTTP client.
-The parent passes the path in :data:`ENV` while it starts the fork server, which imports this
+The parent passes the path (and its import path) in the environment variables named in
+``_process_worker`` while it starts the fork server, which imports this
 module after shoal itself (never import it elsewhere: it would run the main script).
 """
 
@@ -15,12 +16,12 @@ from __future__ import annotations
 import contextlib
 import os
 
-ENV = "SHOAL_FORKSERVER_MAIN"  # the same name as in _process
+from ._process_worker import FORKSERVER_MAIN, FORKSERVER_PATH
 
 
 def _load() -> None:
-    path = os.environ.pop(ENV, None)
-    paths = os.environ.pop(ENV + "_PATH", None)
+    path = os.environ.pop(FORKSERVER_MAIN, None)
+    paths = os.environ.pop(FORKSERVER_PATH, None)
     if not path:
         return
     import json

@@ -247,7 +247,6 @@ def default_start_method() -> str:
 
 _preloaded = False
 _FORKSERVER_MAIN = __name__.rpartition(".")[0] + "._forkserver_main"
-_FORKSERVER_MAIN_ENV = "SHOAL_FORKSERVER_MAIN"  # read by _forkserver_main, in the fork server
 
 
 def _context(method: str) -> Any:
@@ -264,13 +263,13 @@ def _context(method: str) -> Any:
         data = spawn.get_preparation_data("shoal")
         main_path = data.get("init_main_from_path")
         if main_path:  # a script run by path (``python -m`` mains are imported by name)
-            os.environ[_FORKSERVER_MAIN_ENV] = main_path
-            os.environ[_FORKSERVER_MAIN_ENV + "_PATH"] = json.dumps(data.get("sys_path", []))
+            os.environ[_process_worker.FORKSERVER_MAIN] = main_path
+            os.environ[_process_worker.FORKSERVER_PATH] = json.dumps(data.get("sys_path", []))
             try:
                 forkserver.ensure_running()  # it reads both from its environment
             finally:
-                os.environ.pop(_FORKSERVER_MAIN_ENV, None)
-                os.environ.pop(_FORKSERVER_MAIN_ENV + "_PATH", None)
+                os.environ.pop(_process_worker.FORKSERVER_MAIN, None)
+                os.environ.pop(_process_worker.FORKSERVER_PATH, None)
     return context
 
 

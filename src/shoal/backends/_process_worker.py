@@ -36,6 +36,11 @@ from typing import Any
 
 from ._remote import Runner, portable_error
 
+# The parent's main script and import path, handed to the fork server while it starts (read by
+# _forkserver_main there: see _process._context).
+FORKSERVER_MAIN = "SHOAL_FORKSERVER_MAIN"
+FORKSERVER_PATH = "SHOAL_FORKSERVER_MAIN_PATH"
+
 HEADER = struct.Struct("<Q")
 
 
