@@ -183,6 +183,232 @@ def test_resume_in_chunks_or_preloaded_gives_the_same(tmp_path: Path, preload: i
     assert run.stats.resumed == 1500
 
 
+def _fields(outcome: shoal.Outcome[Any]) -> tuple[Any, ...]:
+    error = outcome.error
+    return (
+        outcome.index,
+        outcome.item,
+        outcome.ok,
+        outcome.value,
+        None if error is None else (error.type, error.message),
+        outcome.attempts,
+        outcome.started,
+        outcome.finished,
+        outcome.key,
+        outcome.throttles,
+        outcome.id,
+        outcome.provenance,
+        outcome.usage,
+    )
+
+
+def test_resumed_outcomes_equal_the_first_runs(tmp_path: Path) -> None:
+    """Pieces read back come back as they ended: plain ones (done at the first try, read in
+    blocks) and the others (failed, retried, throttled, with usage, keyed) alike."""
+    db = tmp_path / "run.db"
+    tries: Counter[int] = Counter()
+
+    async def work(x: int) -> Any:
+        tries[x] += 1
+        await asyncio.sleep(0)
+        if x % 7 == 3:
+            raise ValueError(f"no {x}")
+        if x % 11 == 5 and tries[x] == 1:
+            raise ConnectionError("once")
+        if x % 13 == 6:
+            shoal.usage(tokens=x)
+        return (x, "t") if x % 5 == 0 else {"x": x}
+
+    job = shoal.Job(
+        work,
+        key=lambda x: f"k{x % 3}",
+        retry=shoal.Retry(attempts=2, base_delay=0, on=(ConnectionError,)),
+    )
+    first = job.run(range(1500), journal=db)
+    assert first.stats.failed > 0 and first.stats.retries > 0
+    tries.clear()
+    again = job.run(range(1500), journal=db)
+    assert not tries
+    assert again.stats.resumed == 1500
+    assert (again.stats.succeeded, again.stats.failed) == (
+        first.stats.succeeded,
+        first.stats.failed,
+    )
+    assert [_fields(o) for o in again.outcomes] == [_fields(o) for o in first.outcomes]
+    assert again.values == first.values
+    assert sorted(again.completion_order) == list(range(1500))
+
+
+def test_a_resume_with_stored_failures(tmp_path: Path) -> None:
+    """A resumed run with stored failures raises when asked to; values skip the failures."""
+    db = tmp_path / "run.db"
+    work = Counting(fail={4})
+    job = shoal.Job(work)
+    job.run(range(1200), journal=db)
+    with pytest.raises(shoal.JobFailed):
+        job.run(range(1200), journal=db, errors="raise")
+    run = job.run(range(1200), journal=db)
+    assert run.values == [i * 10 for i in range(1200) if i != 4]
+    assert [o.index for o in run.outcomes] == list(range(1200))
+    assert run.failures[0].item == 4
+    assert sorted(run.completion_order) == list(range(1200))
+
+
+def test_resume_mixes_stored_and_new_items(tmp_path: Path) -> None:
+    """Stored pieces between items that must run: each item settles once, in its place."""
+    db = tmp_path / "run.db"
+    work = Counting()
+    job = shoal.Job(work, limits=shoal.Limits(concurrency=3))
+    job.run([i for i in range(2000) if i % 97 != 0], journal=db)
+    work.calls.clear()
+    run = job.run(range(2000), journal=db)
+    assert sorted(work.calls) == list(range(0, 2000, 97))
+    assert run.values == [i * 10 for i in range(2000)]
+    assert run.stats.resumed == 2000 - len(range(0, 2000, 97))
+    assert sorted(run.completion_order) == list(range(2000))
+
+
+def test_resume_keeps_provenance_of_split_items(tmp_path: Path) -> None:
+    """Items from a splitter keep where they came from when they are read back."""
+    from shoal import split
+
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(f'{{"n": {i}}}\n' for i in range(900)))
+    db = tmp_path / "run.db"
+
+    async def double(record: dict[str, int]) -> int:
+        return record["n"] * 2
+
+    job = shoal.Job(double)
+    first = job.run(split.jsonl(source), journal=db)
+    again = job.run(split.jsonl(source), journal=db)
+    assert again.stats.resumed == 900
+    assert [_fields(o) for o in again.outcomes] == [_fields(o) for o in first.outcomes]
+    assert str(again.outcomes[7].provenance) == f"{source}:8"
+
+
+def test_resume_finds_int_and_str_items_by_value_and_others_by_id(tmp_path: Path) -> None:
+    """Short ints and strs are found by their stored item; 1, True, 1.0 and "1" stay four
+    pieces; long strs and other items are found by their hash; all come back as they were."""
+    db = tmp_path / "run.db"
+    long = "y" * 100
+    items: list[Any] = [1, True, 1.0, "1", long, None, [1], {"a": 1}, -3, "ü", 10**20]
+    items += list(range(100, 1100)) + [f"s{i}" for i in range(1000)]
+    seen: Counter[str] = Counter()
+
+    async def show(x: Any) -> str:
+        seen[repr(x)] += 1
+        return f"{type(x).__name__}:{x!r}"
+
+    job = shoal.Job(show)
+    first = job.run(items, journal=db)
+    assert len(rows(db, "SELECT 1 FROM pieces")) == len(items)
+    seen.clear()
+    again = job.run(list(reversed(items)), journal=db)
+    assert not seen
+    assert again.values == list(reversed(first.values))
+    assert [o.id for o in again.outcomes] == [content_id(i) for i in reversed(items)]
+    # an id= function decides identity itself: nothing is looked up by item
+    keyed = shoal.Job(show, id=lambda x: f"id-{x!r}")
+    keyed.run(items[:50], journal=tmp_path / "keyed.db")
+    seen.clear()
+    assert keyed.run(items[:60], journal=tmp_path / "keyed.db").values[:50] == first.values[:50]
+    assert sorted(seen) == sorted(repr(i) for i in items[50:60])
+
+
+def test_preloaded_rows_are_keyed_by_item_only_for_ints_and_strs() -> None:
+    """The by-item index holds exact ints and strs; True, 1.0, null and lists are left to ids."""
+    from shoal._journal import Preloaded
+
+    def row(n: int, item: str) -> tuple[Any, ...]:
+        return (f"id{n}", "", "0", 1.0, 2.0, 0, item)
+
+    texts = ["1", '"1"', "true", "1.0", "null", "[1]", '"\\u00fc"', "-7"]
+    plain = [row(n, t) for n, t in enumerate(texts)]
+    preloaded = Preloaded(plain, {"other": ("other",)})
+    assert preloaded.by_item is not None
+    assert {k: v[0] for k, v in preloaded.by_item.items()} == {
+        1: "id0",
+        "1": "id1",
+        "ü": "id6",
+        -7: "id7",
+    }
+    assert preloaded.get("id3") == plain[3]
+    assert preloaded.get("other") == ("other",)
+    assert len(preloaded) == len(texts) + 1
+    assert Preloaded([row(0, "[1")], {}).by_item is None  # not shoal's text: ids only
+
+
+def test_a_damaged_stored_result_runs_again(tmp_path: Path) -> None:
+    """A result that cannot be read back (a file edited by hand) is run again, alone."""
+    db = tmp_path / "run.db"
+    work = Counting()
+    job = shoal.Job(work)
+    job.run(range(1000), journal=db)
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.execute("UPDATE pieces SET result = '[1' WHERE idx = 10")
+        conn.execute("UPDATE pieces SET result = '2]' WHERE idx = 11")
+    conn.close()
+    work.calls.clear()
+    run = job.run(range(1000), journal=db)
+    assert sorted(work.calls) == [10, 11]
+    assert run.values == [i * 10 for i in range(1000)]
+
+
+def test_an_items_error_during_a_resume_keeps_what_came_before(tmp_path: Path) -> None:
+    """The items iterable raising in the middle of a block read back: the items before it are
+    settled and the run stops with the error, naming where."""
+    db = tmp_path / "run.db"
+    work = Counting()
+    job = shoal.Job(work)
+    job.run(range(1000), journal=db)
+
+    def items() -> Iterator[int]:
+        yield from range(700)
+        raise OSError("the source broke")
+
+    work.calls.clear()
+    with pytest.raises(OSError, match="the source broke") as caught:
+        job.run(items(), journal=db)
+    assert "after 700 items" in "".join(caught.value.__notes__)
+    assert not work.calls
+
+
+def test_content_ids_in_bulk_equal_one_at_a_time() -> None:
+    """content_ids takes the fast way for lists of ints or of strs, with the same ids."""
+    from shoal._codec import content_ids
+
+    cases: list[list[Any]] = [
+        [0, -5, 10**30, 7],
+        ["", "a", "ü\ud800", "x" * 500],
+        [1, "1", True, 1.5, None, [1, 2], {"a": 1}],
+        [True, False],
+    ]
+    for items in cases:
+        assert content_ids(items) == [content_id(i) for i in items]
+    with pytest.raises(TypeError):
+        content_ids([object()])
+
+
+def test_decode_many_reads_back_what_json_codec_wrote() -> None:
+    """Results decoded together equal results decoded one by one; a bad text gives None."""
+    from shoal._codec import decode_many
+
+    codec = JSONCodec()
+    values: list[Any] = [1, "two", [3], {"four": 4}, None, (5, 6), b"7", 8.5, {"$shoal": 1}]
+    texts = [codec.encode(v) for v in values]
+    assert decode_many(codec, texts) == [codec.decode(t) for t in texts]
+    plain = texts[:5]
+    assert decode_many(codec, plain) == values[:5]
+    assert decode_many(codec, ["1", "[2"]) is None
+    assert decode_many(codec, ["1,2"]) is None  # two values from one text
+    assert decode_many(codec, ["1", None]) is None
+    pickled = PickleCodec()
+    assert decode_many(pickled, [pickled.encode((1, 2))]) == [(1, 2)]
+    assert decode_many(pickled, [b"not a pickle"]) is None
+
+
 def test_resume_false_starts_over(tmp_path: Path) -> None:
     """resume=False runs everything again in the same file, even for another job."""
     db = tmp_path / "run.db"

@@ -364,6 +364,7 @@ class Job(Generic[T, R]):
         resume: bool = True,
         mode: str = "run",
         progress: Progress = None,
+        lazy_resume: bool = False,
     ) -> Scheduler:
         clock = clock if clock is not None else MonotonicClock()
         work: Callable[..., Any] = self.work
@@ -401,6 +402,7 @@ class Job(Generic[T, R]):
             breaker=self.breaker,
             max_failure_rate=self.max_failure_rate,
             min_pieces=self.min_pieces,
+            lazy_resume=lazy_resume,
         )
 
     def fingerprint(self) -> str:
@@ -496,6 +498,9 @@ class Job(Generic[T, R]):
             resume=resume,
             mode=mode,
             progress=progress,
+            # Pieces read back from the journal need no outcome until one is asked for (limited
+            # mode turns the groups' outcomes into the items' at once).
+            lazy_resume=self.batch_size is None,
         )
         settled: list[Outcome[R]] = []
         with (
@@ -504,6 +509,11 @@ class Job(Generic[T, R]):
         ):
             async for batch in scheduler.batches():
                 settled.extend(batch)
+        if scheduler.stored_blocks:
+            resumed: Run[R] = _run_with_stored(self, scheduler, settled)
+            if errors == "raise" and not resumed.ok:
+                raise JobFailed(resumed)
+            return resumed
         if self.batch_size is not None:  # limited mode: one outcome per item, not per group
             settled = ungroup(settled, self.batch_size)
         outcomes: list[Outcome[R]]
@@ -821,6 +831,52 @@ def _job_for_map(
         backend=backend,
         timeout=timeout,
         chunk_size=chunk_size,
+    )
+
+
+def _run_with_stored(
+    job: Job[Any, Any], scheduler: Scheduler, settled: list[Outcome[Any]]
+) -> Run[Any]:
+    """The run of a resume whose pieces read back from the journal came in stored blocks: their
+    outcomes are made when first asked for; the values (when all succeeded) at once."""
+    blocks = scheduler.stored_blocks
+    stats = scheduler.stats()
+    aborted = scheduler.aborted is not None
+    total = len(settled) + sum(len(block) for block in blocks)  # (map here is shoal.map)
+    # Where each piece settled: the blocks' pieces between the outcomes yielded around them.
+    completion: list[int] = []
+    done = 0
+    for block in blocks:
+        completion.extend(o.index for o in settled[done : block.after])
+        completion.extend(range(block.start, block.start + len(block)))
+        done = max(done, block.after)
+    completion.extend(o.index for o in settled[done:])
+
+    def build() -> list[Outcome[Any]]:
+        everything = list(settled)
+        for block in blocks:
+            everything.extend(block.outcomes())
+        if aborted:  # stopped early: those that settled, in input order
+            return sorted(everything, key=lambda o: o.index)
+        outcomes: list[Outcome[Any]] = [None] * total  # type: ignore[list-item]
+        for outcome in everything:
+            outcomes[outcome.index] = outcome
+        return outcomes
+
+    values: list[Any] | None = None
+    if stats.failed == 0 and not aborted:
+        values = [None] * total
+        for outcome in settled:
+            values[outcome.index] = outcome.value
+        for block in blocks:
+            values[block.start : block.start + len(block)] = block.values
+    return Run.deferred(
+        build,
+        stats,
+        values=values,
+        combine=job.combine,
+        name=job.name,
+        completion_order=completion,
     )
 
 

@@ -39,9 +39,10 @@ import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import chain
+from itertools import chain, compress
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -126,6 +127,17 @@ _STORED_COLUMNS = (
     "id, idx, key, state, attempts, throttles, started, finished, result, error_type, "
     "error_message, error_traceback, usage"
 )
+
+# Most settled pieces are plain: done at the first attempt, with nothing else to say. A resume
+# reads five columns of theirs (half the time of reading all thirteen), then 0 (1: the row is
+# not plain, and is read whole), then the stored item when it is short (else "null"): see
+# JournalSession.by_item.
+_PLAIN = "state = 'done' AND attempts = 1 AND throttles = 0 AND usage IS NULL"
+_PRELOAD_COLUMNS = (
+    f"id, key, result, started, finished, NOT ({_PLAIN}), "
+    "CASE WHEN length(item) <= 40 THEN item ELSE 'null' END"
+)
+PLAIN_ROW = 7  # a preloaded row's length
 
 
 class JournalError(ShoalError):
@@ -226,15 +238,21 @@ def _connect(path: str) -> sqlite3.Connection:
     return sqlite3.connect(path, timeout=2.0, isolation_level="DEFERRED", check_same_thread=True)
 
 
-def _insert_many(conn: sqlite3.Connection, sql: str, rows: list[tuple[Any, ...]]) -> None:
-    """Insert rows many at a time, with one multi-row statement per chunk.
+def _rows_per_statement(conn: sqlite3.Connection, width: int) -> int:
+    """How many rows of ``width`` values one statement may insert (SQLite's limit on host
+    parameters: 32,766 since SQLite 3.32, 999 before)."""
+    return max(1, conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // width)
 
-    ``executemany`` steps SQLite once per row, and every step gives the GIL back and takes it
-    again, so a writer thread beside a busy event loop waits for the GIL once per row. One
-    statement for hundreds of rows takes it once, and SQLite then works with the GIL released.
+
+def _insert_many(conn: sqlite3.Connection, sql: str, rows: list[tuple[Any, ...]]) -> None:
+    """Insert rows many at a time, with as few multi-row statements as SQLite allows.
+
+    Each statement gives the GIL back while SQLite works and must take it again after, and a
+    writer thread beside a busy event loop then waits up to the interpreter's switch interval
+    (5 ms) for it. ``executemany`` does that once per row; this, once per 2,047 rows of 16.
     """
     width = len(rows[0])
-    per = max(1, min(500, conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // width))
+    per = _rows_per_statement(conn, width)
     head, tail = _split_values(sql)
     one = "(" + ",".join("?" * width) + ")"
     for start in range(0, len(rows), per):
@@ -243,11 +261,76 @@ def _insert_many(conn: sqlite3.Connection, sql: str, rows: list[tuple[Any, ...]]
         conn.execute(statement, list(chain.from_iterable(chunk)))
 
 
+@contextlib.contextmanager
+def _transaction(conn: sqlite3.Connection, begin: str = "BEGIN") -> Iterator[None]:
+    """One explicit transaction on a connection in autocommit mode (``isolation_level=None``)."""
+    conn.execute(begin)
+    try:
+        yield
+    except BaseException:
+        if conn.in_transaction:  # SQLite rolls some failures back by itself
+            conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
 @functools.lru_cache(maxsize=8)
 def _split_values(sql: str) -> tuple[str, str]:
     """``INSERT ... VALUES (?, ...) rest`` as what comes before VALUES and after its row."""
     head, _, rest = sql.partition("VALUES")
     return head.strip(), rest.strip().partition(")")[2].strip()
+
+
+class Preloaded:
+    """The settled pieces a resume read up front: by id (a dict made when first asked for: a
+    resume of int or str items may never need it) and, the plain ones, by item.
+
+    A row is a StoredPiece's fields, or a plain row's (PLAIN_ROW long: see _PRELOAD_COLUMNS).
+    """
+
+    __slots__ = ("_by_id", "_full", "_plain", "by_item")
+
+    def __init__(self, plain: list[tuple[Any, ...]], full: dict[str, tuple[Any, ...]]) -> None:
+        self._plain = plain
+        self._full = full
+        self._by_id: dict[str, tuple[Any, ...]] | None = None
+        # The plain rows by their stored item, when it is an int or a str: such an item equal to
+        # a stored one has its id (ids are hashes of the JSON form the item column holds), so a
+        # resume finds them without hashing each.
+        self.by_item = _by_item(plain)
+
+    def by_id(self) -> dict[str, tuple[Any, ...]]:
+        """Every row, by piece id."""
+        by_id = self._by_id
+        if by_id is None:
+            by_id = dict(zip(map(itemgetter(0), self._plain), self._plain, strict=True))
+            by_id.update(self._full)
+            self._by_id = by_id
+        return by_id
+
+    def get(self, piece_id: str) -> tuple[Any, ...] | None:
+        return self.by_id().get(piece_id)
+
+    def __len__(self) -> int:
+        return len(self._plain) + len(self._full)
+
+
+def _by_item(rows: list[tuple[Any, ...]]) -> dict[int | str, tuple[Any, ...]] | None:
+    """Plain preloaded rows by their stored item, for the items that are ints or strs."""
+    try:  # the items were stored as JSON by shoal (JSONCodec): one parse reads them all
+        items = json.loads(f"[{','.join(map(itemgetter(6), rows))}]")
+    except (TypeError, ValueError):  # not shoal's texts (a file edited by hand): hash them
+        return None
+    if len(items) != len(rows):
+        return None
+    kinds = set(map(type, items))
+    if kinds <= {int, str}:  # exact types: True and 1.0 are other items than 1
+        return dict(zip(items, rows, strict=True))
+    return {
+        item: row
+        for item, row in zip(items, rows, strict=True)
+        if type(item) is int or type(item) is str
+    }
 
 
 def _alive(pid: int | None) -> bool:
@@ -383,7 +466,11 @@ class JournalSession:
         self.run_id = 0
         self.has_settled = False  # the file holds settled pieces from earlier runs
         self.error: BaseException | None = None
+        # Called (on the loop) after a commit while `waiting` is set: the run waits for the
+        # writer to catch up. Waking the loop costs the writer the GIL again, which beside a busy
+        # loop takes up to the switch interval (5 ms), so it is not done when nobody waits.
         self.on_commit: Callable[[], None] | None = None
+        self.waiting = False
         self.on_error: Callable[[BaseException], None] | None = None
         self._queue: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -401,8 +488,8 @@ class JournalSession:
         self._running: dict[str, tuple[int, str, str | None, float]] = {}
         self._hand_over_timer: asyncio.TimerHandle | None = None
         self._lookup_states: tuple[str, ...] = ("done",) if mode == "retry" else SETTLED_STATES
-        # On resume: every settled piece, by id, when there are few enough to hold in memory.
-        self.preloaded: dict[str, tuple[Any, ...]] | None = None
+        # On resume: every settled piece, when there are few enough to hold in memory.
+        self.preloaded: Preloaded | None = None
 
     # ------------------------------------------------------------------ event-loop side
 
@@ -432,9 +519,11 @@ class JournalSession:
             await self._call(lambda conn: self._finish(conn, status, stats))
         finally:
             self._hand_over()  # nothing is left behind (and no timer outlives the run)
-            self._queue.put((_CALL, None, None))  # stop
+            stopped: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            self._queue.put((_CALL, None, stopped))  # stop
             thread, self._thread = self._thread, None
-            await asyncio.get_running_loop().run_in_executor(None, thread.join)
+            await stopped
+            thread.join()  # it has closed the file and is returning
 
     def started(self, piece_id: str, index: int, key: str, item: str | None, at: float) -> None:
         self._running[piece_id] = (index, key, item, at)
@@ -533,13 +622,13 @@ class JournalSession:
                     except BaseException as exc:  # a full disk, a vanished file
                         self.error = exc
                         self._report_error(exc)
-                self.committed_settled += settled
-                if self.on_commit is not None and self._loop is not None:
+                self.committed_settled += settled  # first: see Scheduler._take
+                if self.waiting and self.on_commit is not None and self._loop is not None:
                     with contextlib.suppress(RuntimeError):
                         self._loop.call_soon_threadsafe(self.on_commit)
                 continue
             _, fn, future = record  # a call
-            if fn is None:  # stop
+            if fn is None:  # stop; the future is set once the file is closed
                 break
             if self.error is not None and self._conn is not None:
                 self._resolve(future, None, self.error)
@@ -550,9 +639,14 @@ class JournalSession:
                 self._resolve(future, None, exc)
             else:
                 self._resolve(future, value, None)
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        error: BaseException | None = None
+        try:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+        except BaseException as exc:  # the run is told (its pieces were committed before)
+            error = exc
+        self._resolve(future, None, error)
 
     def _report_error(self, exc: BaseException) -> None:
         exc.add_note(f"(while writing the journal {self.path})")
@@ -562,9 +656,18 @@ class JournalSession:
                 self._loop.call_soon_threadsafe(callback, exc)
 
     def _commit(self, pieces: list[tuple[Any, ...]], attempts: list[tuple[Any, ...]]) -> None:
+        """Pieces alone: each statement is a transaction of its own (a row is never half
+        written; a crash between two loses a part of the batch, within the bound). With attempt
+        rows: one transaction, so a piece's history and its row are written together. A BEGIN
+        and a COMMIT would each wait for the GIL again (see _insert_many): that made a batch
+        three times slower beside a busy event loop."""
         conn = self._conn
         assert conn is not None
-        with conn:  # one transaction: all of it or none of it
+        if not attempts:
+            if pieces:
+                _insert_many(conn, _UPSERT_PIECE, pieces)
+            return
+        with _transaction(conn):
             if pieces:
                 _insert_many(conn, _UPSERT_PIECE, pieces)
             if attempts:
@@ -574,8 +677,9 @@ class JournalSession:
 
     def _open(self, conn: sqlite3.Connection | None) -> None:
         conn = check_journal_file(self.path)
+        conn.isolation_level = None  # transactions are explicit (_transaction, _commit)
         self._conn = conn
-        with conn:
+        with _transaction(conn, "BEGIN IMMEDIATE"):  # no other run gets in between
             running = conn.execute(
                 "SELECT pid FROM runs WHERE status = 'running' ORDER BY run_id DESC LIMIT 1"
             ).fetchone()
@@ -585,7 +689,7 @@ class JournalSession:
                     f"{running[0]}); wait for it to end, stop it, or pass another path"
                 )
             last = conn.execute(
-                "SELECT job, fingerprint FROM runs ORDER BY run_id DESC LIMIT 1"
+                "SELECT job, fingerprint, status FROM runs ORDER BY run_id DESC LIMIT 1"
             ).fetchone()
             if last is not None and self.resume and last[1] != self.fingerprint:
                 raise JournalError(
@@ -597,9 +701,10 @@ class JournalSession:
             if not self.resume:
                 conn.execute("DELETE FROM pieces")
                 conn.execute("DELETE FROM attempts")
-            conn.execute(
-                "UPDATE pieces SET state = 'pending' WHERE state = 'running'"
-            )  # in flight when the last run stopped: they run again
+            if self.resume and last is not None and last[2] != "finished":
+                # In flight when the last run stopped: they run again. (A run that finished
+                # left none: every piece it started settled, and was committed before the end.)
+                conn.execute("UPDATE pieces SET state = 'pending' WHERE state = 'running'")
             cursor = conn.execute(
                 "INSERT INTO runs (job, fingerprint, config, shoal_version, mode, started, status, "
                 "pid) VALUES (?, ?, ?, ?, ?, ?, 'running', ?)",
@@ -617,31 +722,25 @@ class JournalSession:
             for key, value in (self.options.meta or {}).items():
                 conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
             # One scan tells whether anything is settled and, when there are few enough rows,
-            # reads them all: a resume then needs no more trips to this thread.
+            # reads them all: a resume then needs no more trips to this thread. Of the plain
+            # pieces (most of them) only _PRELOAD_COLUMNS are read; the others are read whole
+            # (a StoredPiece) by id. Rows stay tuples: making 20,000 named tuples would cost a
+            # third of the scan again.
             states = self._lookup_states
             limit = self.options.preload
-            scanned = conn.execute(
-                f"SELECT {_STORED_COLUMNS} FROM pieces LIMIT ?",  # noqa: S608
-                (limit + 1,),
+            rows = conn.execute(
+                f"SELECT {_PRELOAD_COLUMNS} FROM pieces "  # noqa: S608
+                f"WHERE state IN ({','.join('?' * len(states))}) LIMIT ?",
+                (*states, limit + 1),
             ).fetchall()
-            # Plain rows (a StoredPiece's fields, in order): making 20,000 named tuples would
-            # cost a third of the scan again.
-            settled = {row[0]: row for row in scanned if row[3] in states}
-            if len(scanned) <= limit:
-                self.preloaded = settled
-                self.has_settled = bool(settled)
-            else:  # too many to hold: look them up in chunks as the items arrive
-                self.has_settled = (
-                    bool(settled)
-                    or conn.execute(
-                        f"SELECT 1 FROM pieces WHERE state IN ({','.join('?' * len(states))}) "  # noqa: S608
-                        "LIMIT 1",
-                        states,
-                    ).fetchone()
-                    is not None
-                )
-            if self.preloaded is not None and not self.preloaded:
-                self.preloaded = None  # nothing to resume: skip the lookups entirely
+            self.has_settled = bool(rows)
+            if rows and len(rows) <= limit:  # else: look them up in chunks as items arrive
+                full: dict[str, tuple[Any, ...]] = {}
+                if any(map(itemgetter(5), rows)):
+                    others = list(compress(map(itemgetter(0), rows), map(itemgetter(5), rows)))
+                    full.update(self._lookup(conn, others))
+                    rows = [row for row in rows if not row[5]]
+                self.preloaded = Preloaded(rows, full)
 
     def _lookup(self, conn: sqlite3.Connection, ids: Sequence[str]) -> dict[str, StoredPiece]:
         found: dict[str, StoredPiece] = {}
@@ -665,11 +764,10 @@ class JournalSession:
     ) -> None:
         if conn is None:  # the journal never opened
             return
-        with conn:
-            conn.execute(
-                "UPDATE runs SET finished = ?, status = ?, stats = ? WHERE run_id = ?",
-                (time.time(), status, json.dumps(stats) if stats else None, self.run_id),
-            )
+        conn.execute(
+            "UPDATE runs SET finished = ?, status = ?, stats = ? WHERE run_id = ?",
+            (time.time(), status, json.dumps(stats) if stats else None, self.run_id),
+        )
 
 
 # ---------------------------------------------------------------------- readers

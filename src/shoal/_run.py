@@ -33,11 +33,13 @@ from collections.abc import (
     Iterable,
     Iterator,
 )
-from typing import Any
+from itertools import islice
+from operator import itemgetter
+from typing import Any, cast
 
 from ._adaptive import AdaptiveLimit
 from ._clock import Clock
-from ._codec import Codec, JSONCodec, content_id
+from ._codec import Codec, JSONCodec, content_id, content_ids, decode_many
 from ._events import (
     AnyEvent,
     AttemptStarted,
@@ -54,7 +56,7 @@ from ._events import (
     ThrottleWait,
 )
 from ._exceptions import CircuitOpen
-from ._journal import JournalSession, Preset
+from ._journal import PLAIN_ROW, JournalSession, Preloaded, Preset
 from ._limits import EPSILON, KeyState, Limits, RateMeter
 from ._outcome import ErrorInfo, Outcome, RunStats, explain, type_name
 from ._resilience import (
@@ -143,6 +145,74 @@ class _Piece:
         self.race: _Race | None = None  # hedging: the attempts of this try running at once
 
 
+class StoredBlock:
+    """Consecutive items a resume found done in the journal (plain rows: done at the first
+    attempt, nothing else to say), kept as columns; their outcomes are made only when asked for
+    (:meth:`outcomes`). Their results are decoded already: one that cannot be runs again.
+
+    ``after``: how many outcomes the scheduler had yielded when these settled (their place in the
+    completion order).
+    """
+
+    __slots__ = ("after", "ids", "items", "provenance", "rows", "start", "values", "wall0")
+
+    def __init__(
+        self,
+        start: int,
+        items: list[Any],
+        ids: list[str],
+        provenance: list[Provenance | None] | None,
+        rows: list[tuple[Any, ...]],
+        values: list[Any],
+        after: int,
+        wall0: float,
+    ) -> None:
+        self.start = start
+        self.items = items
+        self.ids = ids
+        self.provenance = provenance
+        self.rows = rows  # plain rows: the journal's _PRELOAD_COLUMNS
+        self.values = values
+        self.after = after
+        self.wall0 = wall0  # the run's start: a row's missing times
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def outcomes(self) -> list[Outcome[Any]]:
+        """One outcome per item, as :meth:`Scheduler._settle_from_journal` would make it."""
+        wall0 = self.wall0
+        provenance = self.provenance or [None] * len(self.items)
+        return [
+            Outcome(
+                index,
+                item,
+                True,
+                value,
+                None,
+                1,
+                wall0 if row[3] is None else row[3],
+                (wall0 if row[3] is None else row[3]) if row[4] is None else row[4],
+                row[1],
+                0,
+                piece_id,
+                source,
+                (),
+                0.0,
+                None,
+            )
+            for index, item, value, row, piece_id, source in zip(
+                range(self.start, self.start + len(self.items)),
+                self.items,
+                self.values,
+                self.rows,
+                self.ids,
+                provenance,
+                strict=True,
+            )
+        ]
+
+
 class _Race:
     """The attempts of one try of a piece running at once (hedging): the first success wins.
 
@@ -175,6 +245,9 @@ class Scheduler:
         subscribers: ``callable(event)`` observers.
         ordered: Emit outcomes in input order (otherwise as they complete).
         window: Max pieces pulled and not yet settled (or emitted, when ordered).
+        lazy_resume: Pieces a resume reads back from the journal may be left out of the yielded
+            batches and kept in ``stored_blocks`` instead, their outcomes made later (the caller
+            collects a whole run and watches no single outcome).
     """
 
     def __init__(
@@ -201,6 +274,7 @@ class Scheduler:
         breaker: Breaker | None = None,
         max_failure_rate: float | None = None,
         min_pieces: int = 50,
+        lazy_resume: bool = False,
     ) -> None:
         self._work = work
         self._name = name
@@ -244,7 +318,10 @@ class Scheduler:
         self._journal_limit = 2 * journal.options.commit_every if journal is not None else 0
         self._status = "interrupted"
         self._pull_inline = self._sync_iter is not None  # else the feeder task pulls
-        self._preloaded: dict[str, tuple[Any, ...]] | None = None
+        self._preloaded: Preloaded | None = None
+        self._lazy_resume = lazy_resume and not ordered  # ordered: each is emitted in its turn
+        self.stored_blocks: list[StoredBlock] = []
+        self._yielded = 0  # outcomes yielded in batches so far
         # Adaptive concurrency (Limits(adaptive=True)): one AIMD limit per key ("" without keys),
         # under the ceiling of per_key, else concurrency.
         self._adaptive: dict[str, AdaptiveLimit] | None = {} if limits.adaptive else None
@@ -363,6 +440,7 @@ class Scheduler:
                 batch = self._batch
                 if batch:
                     self._batch = []
+                    self._yielded += len(batch)
                     # The consumer has them now: there is room to pull more.
                     self._wake_feeder()
                     self._fill()
@@ -516,6 +594,8 @@ class Scheduler:
             room.set()
 
     def _on_journal_commit(self) -> None:
+        if self._journal is not None:
+            self._journal.waiting = False
         if self._journal_blocked:
             self._journal_blocked = False
             self._fill()
@@ -695,10 +775,24 @@ class Scheduler:
         provenance: Provenance | None,
         row: tuple[Any, ...],
     ) -> bool:
-        """Settle item ``index`` as an earlier run did (``row``: a StoredPiece's fields)."""
-        _, _, key, state, attempts, throttles, started, finished, result, etype, emsg, etb, used = (
-            row
-        )
+        """Settle item ``index`` as an earlier run did (``row``: a StoredPiece's fields, or a
+        plain row's: see the journal's _PLAIN_COLUMNS)."""
+        if len(row) == PLAIN_ROW:  # done at the first attempt, nothing else to say
+            _, key, result, started, finished, _, _ = row
+            state, attempts, throttles, etype, emsg, etb, used = (
+                "done",
+                1,
+                0,
+                None,
+                None,
+                None,
+                None,
+            )
+        else:
+            _, _, key, state, attempts, throttles, started, finished, result, etype, emsg, etb = (
+                row[:12]
+            )
+            used = row[12]
         error: ErrorInfo | None = None
         if state == "done":
             ok = True
@@ -736,46 +830,119 @@ class Scheduler:
         )
         return True
 
-    def _resume_pulled(self, preloaded: dict[str, tuple[Any, ...]]) -> _Piece | None:
-        """Pull items, settling from ``preloaded`` those an earlier run settled, without
-        making pieces of them; the first one that must run is returned as a piece (``None``:
-        the source ended, the window is full, or enough were settled for one turn)."""
+    def _resume_pulled(self, preloaded: Preloaded) -> _Piece | None:
+        """Pull a block of items, settling from ``preloaded`` those an earlier run settled,
+        without making pieces of them; those that must run are queued as pieces and the first
+        is returned (``None``: none must run now)."""
         sync_iter = self._sync_iter
-        assert sync_iter is not None
+        assert sync_iter is not None and self._loop is not None
+        # Each pulled item adds at most one to what the window counts.
+        if self._ordered:
+            room = self._window - (self._next_index - self._next_emit + len(self._batch))
+        else:
+            room = self._window - (self._unsettled + len(self._batch))
+        want = min(room, 512)
+        pulled: list[Any] = []
+        ended: Exception | None = None
+        try:
+            pulled.extend(islice(sync_iter, want))  # keeps what came before an error
+        except Exception as exc:
+            ended = exc
+        else:
+            if len(pulled) < want:
+                ended = StopIteration()
+        if pulled and not (
+            self._lazy_resume and not self._tally_keys and self._store_block(pulled, preloaded)
+        ):
+            for item in pulled:
+                self._resume_one(item, preloaded)
+        if ended is not None:  # after the pulled items have their places
+            self._source_ended(ended)
+        ready = self._ready
+        if ready:
+            return heapq.heappop(ready)[1]
+        if not self._exhausted:  # let the consumer and the attempts run before pulling more
+            self._loop.call_soon(self._fill)
+        return None
+
+    def _store_block(self, pulled: list[Any], preloaded: Preloaded) -> bool:
+        """Settle all of ``pulled`` lazily, as a :class:`StoredBlock`, if every item is one
+        the journal holds as a plain row with a readable result; else change nothing."""
+        kinds = set(map(type, pulled))
+        items = pulled
+        provenance: list[Provenance | None] | None = None
+        if not kinds.isdisjoint(_WRAPPERS):
+            if kinds & _WRAPPERS != {Sourced}:  # journal presets, malformed lines
+                return False
+            items = [x.value if type(x) is Sourced else x for x in pulled]
+            provenance = [x.provenance if type(x) is Sourced else None for x in pulled]
         fn = self._piece_id
-        for _ in range(512):  # then let the consumer see them before pulling more
-            if self._exhausted or not self._room_to_pull():
-                return None
+        by_item = preloaded.by_item
+        if fn is None and by_item is not None and set(map(type, items)) <= {int, str}:
+            found = list(map(by_item.get, items))  # plain rows only
+            if None in found:
+                return False
+            rows = cast(list[tuple[Any, ...]], found)
+            ids = list(map(itemgetter(0), rows))
+        else:
             try:
-                item = next(sync_iter)
-            except Exception as exc:  # StopIteration included
-                self._source_ended(exc)
-                return None
-            kind = type(item)
-            value = item
-            provenance = None
-            if kind in _WRAPPERS:
-                if kind is not Sourced:  # journal presets and malformed lines: the long way
-                    return self._make_piece(item)
-                provenance = item.provenance
-                value = item.value
+                ids = content_ids(items) if fn is None else [str(fn(item)) for item in items]
+            except Exception:
+                return False  # one has no id: it fails, with the reason, on the long way
+            found = list(map(preloaded.by_id().get, ids))
+            if None in found:
+                return False
+            rows = cast(list[tuple[Any, ...]], found)
+            if set(map(len, rows)) != {PLAIN_ROW} or any(map(itemgetter(5), rows)):
+                return False
+        values = decode_many(self._codec, [row[2] for row in rows])
+        if values is None:
+            return False
+        start = self._next_index
+        self._next_index = start + len(pulled)
+        self.succeeded += len(pulled)
+        self.resumed += len(pulled)
+        self.stored_blocks.append(
+            StoredBlock(
+                start,
+                items,
+                ids,
+                provenance,
+                rows,
+                values,
+                self._yielded + len(self._batch),
+                self._wall0,
+            )
+        )
+        return True
+
+    def _resume_one(self, item: Any, preloaded: Preloaded) -> None:
+        """Settle ``item`` from ``preloaded`` if an earlier run settled it, else queue it."""
+        kind = type(item)
+        value = item
+        provenance = None
+        piece_id = None
+        if kind is Sourced:
+            provenance = item.provenance
+            value = item.value
+        if kind not in _WRAPPERS or kind is Sourced:  # journal presets, malformed lines: below
+            fn = self._piece_id
             try:
                 piece_id = content_id(value) if fn is None else str(fn(value))
             except Exception:
-                return self._make_piece(item)  # it fails there, with the reason
-            row = preloaded.get(piece_id)
-            if row is None:
-                return self._make_piece(item, piece_id)
-            index = self._next_index
-            self._next_index = index + 1
-            self._unsettled += 1
-            if not self._settle_from_journal(index, value, piece_id, provenance, row):
-                self._unsettled -= 1
+                piece_id = None  # it fails when made a piece, with the reason
+            row = None if piece_id is None else preloaded.get(piece_id)
+            if row is not None:
+                assert piece_id is not None
+                index = self._next_index
+                self._next_index = index + 1
+                self._unsettled += 1
+                if self._settle_from_journal(index, value, piece_id, provenance, row):
+                    return
+                self._unsettled -= 1  # unreadable: it runs again
                 self._next_index = index
-                return self._make_piece(item, piece_id)
-        assert self._loop is not None
-        self._loop.call_soon(self._fill)
-        return None
+        piece = self._make_piece(item, piece_id)
+        heapq.heappush(self._ready, (piece.index, piece))
 
     # ------------------------------------------------------------------ admission
 
@@ -835,8 +1002,13 @@ class Scheduler:
             return None
         journal = self._journal
         if journal is not None and journal.backlog >= self._journal_limit:
-            self._journal_blocked = True  # resumed by the next commit
-            return None
+            # Resumed by the next commit. The flag goes up before the backlog is read again: a
+            # commit that ended in between is seen here, one that ends after sees the flag.
+            journal.waiting = True
+            if journal.backlog >= self._journal_limit:
+                self._journal_blocked = True
+                return None
+            journal.waiting = False
         if self._hedge_wanted:  # stragglers' hedges go before new pieces
             self._start_hedges()
             if self._in_flight >= self._concurrency:
