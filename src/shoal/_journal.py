@@ -131,7 +131,7 @@ _STORED_COLUMNS = (
 # Most settled pieces are plain: done at the first attempt, with nothing else to say. A resume
 # reads five columns of theirs (half the time of reading all thirteen), then 0 (1: the row is
 # not plain, and is read whole), then the stored item when it is short (else "null"): see
-# JournalSession.by_item.
+# Preloaded.by_item.
 _PLAIN = "state = 'done' AND attempts = 1 AND throttles = 0 AND usage IS NULL"
 _PRELOAD_COLUMNS = (
     f"id, key, result, started, finished, NOT ({_PLAIN}), "
@@ -310,9 +310,6 @@ class Preloaded:
 
     def get(self, piece_id: str) -> tuple[Any, ...] | None:
         return self.by_id().get(piece_id)
-
-    def __len__(self) -> int:
-        return len(self._plain) + len(self._full)
 
 
 def _by_item(rows: list[tuple[Any, ...]]) -> dict[int | str, tuple[Any, ...]] | None:
