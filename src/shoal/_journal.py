@@ -323,6 +323,8 @@ def _by_item(rows: list[tuple[Any, ...]]) -> dict[int | str, tuple[Any, ...]] | 
     kinds = set(map(type, items))
     if kinds <= {int, str}:  # exact types: True and 1.0 are other items than 1
         return dict(zip(items, rows, strict=True))
+    if not kinds & {int, str}:  # records, lists, long texts: found by their hash
+        return None
     return {
         item: row
         for item, row in zip(items, rows, strict=True)
