@@ -231,13 +231,35 @@ def content_id(item: Any) -> str:
     elif kind is int:
         raw = "i" + repr(item)
     else:
-        raw = "j" + json.dumps(
-            to_jsonable(item, canonical=True),
-            ensure_ascii=False,
-            sort_keys=True,
-            separators=(",", ":"),
-        )
+        raw = "j" + _canonical_json(item)
     return hashlib.blake2b(raw.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+
+
+# One encoder for every id: json.dumps with options builds a new one per call, which cost more
+# than the encoding of a small record.
+_encode = json.JSONEncoder(
+    ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False
+).encode
+_SCALARS = frozenset((str, int, float, bool, type(None)))
+
+
+def _canonical_json(item: Any) -> str:
+    """``item``'s canonical JSON form (sorted keys, shoal's tags). A flat record or list of plain
+    JSON values (most items that are not strs or ints) is its own JSON form: it is encoded as it
+    is, without the copy that :func:`to_jsonable` makes (a NaN makes the encoder refuse it, and
+    then it is tagged like any other)."""
+    kind = type(item)
+    if (
+        kind is dict
+        and set(map(type, item.values())) <= _SCALARS
+        and set(map(type, item)) <= {str}
+        and _TAG not in item
+    ) or (kind is list and set(map(type, item)) <= _SCALARS):
+        try:
+            return _encode(item)
+        except ValueError:  # NaN or an infinity: tagged below
+            pass
+    return _encode(to_jsonable(item, canonical=True))
 
 
 def content_ids(items: list[Any]) -> list[str]:
