@@ -560,10 +560,12 @@ _scalars = (
 )
 _values = st.recursive(
     _scalars,
-    lambda inner: st.lists(inner, max_size=4)
-    | st.tuples(inner, inner)
-    | st.dictionaries(st.text(max_size=4) | st.sampled_from(["$shoal", "v"]), inner, max_size=4)
-    | st.dictionaries(st.integers(), inner, max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.tuples(inner, inner)
+        | st.dictionaries(st.text(max_size=4) | st.sampled_from(["$shoal", "v"]), inner, max_size=4)
+        | st.dictionaries(st.integers(), inner, max_size=3)
+    ),
     max_leaves=10,
 )
 
