@@ -18,11 +18,13 @@ blocks them. All SQLite work happens in one writer thread that owns the connecti
 loop only gathers records and hands them over a batch at a time, so a slow disk never stalls the
 scheduler. A batch is handed over, and committed, by count (``commit_every`` settled pieces) or by
 time (``commit_interval``), whichever comes first; a normal end,
-Ctrl-C and SIGTERM flush everything. Each commit is one SQLite transaction, so a ``kill -9`` at any
-moment loses at most the records of the batch being gathered, never half of one: results are
-written whole or not at all, and a piece id is a primary key, so nothing is recorded twice. The
-scheduler stops starting pieces while more than ``2 * commit_every`` settled pieces wait to be
-committed, so after a crash at most ``2 * commit_every + concurrency`` settled pieces run again.
+Ctrl-C and SIGTERM flush everything. Every row is written in an SQLite transaction (a batch of
+pieces alone: one statement per 2,047 rows, each its own transaction; a batch with attempt rows:
+one transaction for all of it), so a ``kill -9`` at any moment loses at most the records of the
+batches not yet committed, never half of a row: results are written whole or not at all, and a
+piece id is a primary key, so nothing is recorded twice. The scheduler stops starting pieces
+while more than ``2 * commit_every`` settled pieces wait to be committed, so after a crash at
+most ``2 * commit_every + concurrency`` settled pieces run again.
 """
 
 from __future__ import annotations
@@ -228,7 +230,7 @@ class StoredPiece(NamedTuple):
 
 
 # What goes on the writer's queue.
-_BATCH = 3  # (kind, piece rows, attempt rows, settled pieces among them): one transaction
+_BATCH = 3  # (kind, piece rows, attempt rows, settled pieces among them): one commit
 _CALL = 4  # (kind, fn, future): run fn(conn) in the writer thread; fn None: stop
 
 
