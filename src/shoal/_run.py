@@ -154,7 +154,18 @@ class StoredBlock:
     completion order).
     """
 
-    __slots__ = ("after", "ids", "items", "provenance", "rows", "start", "values", "wall0")
+    __slots__ = (
+        "after",
+        "finished",
+        "ids",
+        "items",
+        "keys",
+        "provenance",
+        "start",
+        "started",
+        "values",
+        "wall0",
+    )
 
     def __init__(
         self,
@@ -171,7 +182,11 @@ class StoredBlock:
         self.items = items
         self.ids = ids
         self.provenance = provenance
-        self.rows = rows  # plain rows: the journal's _PRELOAD_COLUMNS
+        # From the plain rows (the journal's _PRELOAD_COLUMNS), only what outcomes need: the rows
+        # also hold each result's stored text, which a run kept for its values need not keep.
+        self.keys: list[str] = list(map(itemgetter(1), rows))
+        self.started: list[float | None] = list(map(itemgetter(3), rows))
+        self.finished: list[float | None] = list(map(itemgetter(4), rows))
         self.values = values
         self.after = after
         self.wall0 = wall0  # the run's start: a row's missing times
@@ -191,9 +206,9 @@ class StoredBlock:
                 value,
                 None,
                 1,
-                wall0 if row[3] is None else row[3],
-                (wall0 if row[3] is None else row[3]) if row[4] is None else row[4],
-                row[1],
+                wall0 if started is None else started,
+                (wall0 if started is None else started) if finished is None else finished,
+                key,
                 0,
                 piece_id,
                 source,
@@ -201,11 +216,13 @@ class StoredBlock:
                 0.0,
                 None,
             )
-            for index, item, value, row, piece_id, source in zip(
+            for index, item, value, key, started, finished, piece_id, source in zip(
                 range(self.start, self.start + len(self.items)),
                 self.items,
                 self.values,
-                self.rows,
+                self.keys,
+                self.started,
+                self.finished,
                 self.ids,
                 provenance,
                 strict=True,
@@ -895,7 +912,7 @@ class Scheduler:
             rows = cast(list[tuple[Any, ...]], found)
             if set(map(len, rows)) != {PLAIN_ROW} or any(map(itemgetter(5), rows)):
                 return False
-        values = decode_many(self._codec, [row[2] for row in rows])
+        values = decode_many(self._codec, list(map(itemgetter(2), rows)))
         if values is None:
             return False
         start = self._next_index
