@@ -316,26 +316,49 @@ def test_resume_finds_int_and_str_items_by_value_and_others_by_id(tmp_path: Path
     assert sorted(seen) == sorted(repr(i) for i in items[50:60])
 
 
-def test_preloaded_rows_are_keyed_by_item_only_for_ints_and_strs() -> None:
-    """The by-item index holds exact ints and strs; True, 1.0, null and lists are left to ids."""
+def test_item_keys_match_what_the_journal_stores() -> None:
+    """Ints are their own keys and strs the JSON text the journal stores them as; other kinds
+    are refused. A journal's preload gives the int for a text that is exactly an int's."""
+    from shoal._codec import item_keys
+    from shoal._journal import _PRELOAD_COLUMNS
+
+    codec = JSONCodec()
+    strs = ["", "1", "ü", 'a "quoted" \\ back\nslash', "\x00\t\u2028", "😀"]
+    assert item_keys(strs) == [codec.encode(s) for s in strs]
+    assert item_keys([0, -7, 10**30]) == [0, -7, 10**30]
+    assert item_keys([1, "1"]) == [1, '"1"']
+    for other in ([True], [1.0], [None], [[1]], [1, (2,)]):
+        with pytest.raises(TypeError):
+            item_keys(other)
+
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE TABLE pieces (id, key, result, started, finished, item)")
+    stored = ["1", "-7", "0123", "1.0", "true", '"1"', str(10**30), "9223372036854775807", None]
+    stored.append('"' + "x" * 300 + '"')
+    conn.executemany(
+        "INSERT INTO pieces VALUES ('i', '', '0', 1.0, 2.0, ?)", [(t,) for t in stored]
+    )
+    keys = [row[5] for row in conn.execute(f"SELECT {_PRELOAD_COLUMNS} FROM pieces")]  # noqa: S608
+    conn.close()
+    assert keys == [1, -7, "0123", "1.0", "true", '"1"', str(10**30), 2**63 - 1, None, None]
+
+
+def test_preloaded_rows_are_found_by_their_item() -> None:
+    """The plain rows are indexed by their item's key (NULL when it was too long); the others
+    and every row by id."""
     from shoal._journal import Preloaded
 
-    def row(n: int, item: str) -> tuple[Any, ...]:
-        return (f"id{n}", "", "0", 1.0, 2.0, 0, item)
+    def row(n: int, item: int | str | None) -> tuple[Any, ...]:
+        return (f"id{n}", "", "0", 1.0, 2.0, item)
 
-    texts = ["1", '"1"', "true", "1.0", "null", "[1]", '"\\u00fc"', "-7"]
-    plain = [row(n, t) for n, t in enumerate(texts)]
+    keys: list[int | str | None] = [1, '"1"', "true", None, -7]
+    plain = [row(n, k) for n, k in enumerate(keys)]
     preloaded = Preloaded(plain, {"other": ("other",)})
-    assert preloaded.by_item is not None
-    assert {k: v[0] for k, v in preloaded.by_item.items()} == {
-        1: "id0",
-        "1": "id1",
-        "ü": "id6",
-        -7: "id7",
-    }
+    assert preloaded.by_item[1] == plain[0]
+    assert preloaded.by_item['"1"'] == plain[1]
+    assert preloaded.by_item[-7] == plain[4]
     assert preloaded.get("id3") == plain[3]
     assert preloaded.get("other") == ("other",)
-    assert Preloaded([row(0, "[1")], {}).by_item is None  # not shoal's text: ids only
 
 
 def test_a_damaged_stored_result_runs_again(tmp_path: Path) -> None:
@@ -436,6 +459,12 @@ def test_retry_failed_runs_only_the_failures(tmp_path: Path) -> None:
     status = read_status(db)
     assert status.counts == {"done": 5, "failed": 1}
     assert status.last_errors == [(4, "ValueError", "cannot do 4")]
+    # the piece that failed, then was done at its first attempt of the retry, keeps no error
+    assert rows(
+        db,
+        "SELECT state, attempts, throttles, result, error_type, error_message, "
+        "error_traceback, usage, item FROM pieces WHERE idx = 1",
+    ) == [("done", 1, 0, "10", None, None, None, None, "1")]
 
 
 def test_retry_failed_needs_items_that_could_not_be_stored(tmp_path: Path) -> None:

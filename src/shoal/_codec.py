@@ -17,6 +17,7 @@ import datetime as dt
 import decimal
 import hashlib
 import json
+import json.encoder
 import json.scanner
 import math
 import pathlib
@@ -279,6 +280,28 @@ def content_ids(items: list[Any]) -> list[str]:
             for item in items
         ]
     return [content_id(item) for item in items]
+
+
+def item_keys(items: list[Any]) -> list[Any]:
+    """The keys a resume finds stored items by (see the journal's Preloaded.by_item): an int is
+    its own key (the journal stores it as its decimal text), a str the JSON text the journal
+    stores it as (``JSONCodec().encode``). Only exact ints and strs (True is not 1).
+
+    Raises:
+        TypeError: another kind of item.
+    """
+    kinds = set(map(type, items))
+    if kinds == {int}:
+        return items
+    if kinds == {str}:
+        return list(map(_encode_str, items))
+    if kinds <= {int, str}:
+        return [item if type(item) is int else _encode_str(item) for item in items]
+    raise TypeError("item_keys takes ints and strs only")
+
+
+# What json.dumps(a_str, ensure_ascii=False) returns, without building an encoder per call.
+_encode_str: Callable[[str], str] = json.encoder.encode_basestring
 
 
 def decode_many(codec: Codec, data: list[Any]) -> list[Any] | None:

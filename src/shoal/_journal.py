@@ -43,7 +43,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import chain, compress
+from itertools import chain
 from operator import itemgetter
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -113,6 +113,20 @@ ON CONFLICT (id) DO UPDATE SET
     usage = excluded.usage, run_id = excluded.run_id
 """
 
+# A piece done at its first attempt, with nothing else to say (most of them): nine values a row
+# instead of sixteen, which halves what the writer binds while it holds the GIL.
+_UPSERT_DONE = """
+INSERT INTO pieces (id, idx, key, provenance, item, started, finished, result, run_id, state,
+                    attempts, throttles)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'done', 1, 0)
+ON CONFLICT (id) DO UPDATE SET
+    idx = excluded.idx, key = excluded.key, provenance = excluded.provenance,
+    item = coalesce(excluded.item, pieces.item), state = 'done', attempts = 1, throttles = 0,
+    started = excluded.started, finished = excluded.finished, result = excluded.result,
+    error_type = NULL, error_message = NULL, error_traceback = NULL, usage = NULL,
+    run_id = excluded.run_id
+"""
+
 _INSERT_ATTEMPT = """
 INSERT INTO attempts (piece_id, attempt, started, finished, outcome, error_type, error_message,
                       run_id)
@@ -131,15 +145,16 @@ _STORED_COLUMNS = (
 )
 
 # Most settled pieces are plain: done at the first attempt, with nothing else to say. A resume
-# reads five columns of theirs (half the time of reading all thirteen), then 0 (1: the row is
-# not plain, and is read whole), then the stored item when it is short (else "null"): see
-# Preloaded.by_item.
+# reads five columns of theirs (half the time of reading all thirteen) and their item's key (see
+# Preloaded.by_item); the few others are read again, whole. An item's key is the int it stores
+# when its text is exactly that int's, else its stored text when that is short, else NULL.
 _PLAIN = "state = 'done' AND attempts = 1 AND throttles = 0 AND usage IS NULL"
 _PRELOAD_COLUMNS = (
-    f"id, key, result, started, finished, NOT ({_PLAIN}), "
-    "CASE WHEN length(item) <= 40 THEN item ELSE 'null' END"
+    "id, key, result, started, finished, "
+    "CASE WHEN item = CAST(CAST(item AS INTEGER) AS TEXT) THEN CAST(item AS INTEGER) "
+    "WHEN length(item) <= 200 THEN item END"
 )
-PLAIN_ROW = 7  # a preloaded row's length
+PLAIN_ROW = 6  # a preloaded plain row's length
 
 
 class JournalError(ShoalError):
@@ -230,7 +245,7 @@ class StoredPiece(NamedTuple):
 
 
 # What goes on the writer's queue.
-_BATCH = 3  # (kind, piece rows, attempt rows, settled pieces among them): one commit
+_BATCH = 3  # (kind, piece rows, done rows, attempt rows, settled pieces among them): one commit
 _CALL = 4  # (kind, fn, future): run fn(conn) in the writer thread; fn None: stop
 
 
@@ -253,10 +268,8 @@ def _insert_many(conn: sqlite3.Connection, sql: str, rows: list[tuple[Any, ...]]
     writer thread beside a busy event loop then waits up to the interpreter's switch interval
     (5 ms) for it. ``executemany`` does that once per row; this, once per 2,047 rows of 16.
     """
-    width = len(rows[0])
-    per = _rows_per_statement(conn, width)
-    head, tail = _split_values(sql)
-    one = "(" + ",".join("?" * width) + ")"
+    head, one, tail = _split_values(sql)
+    per = _rows_per_statement(conn, one.count("?"))
     for start in range(0, len(rows), per):
         chunk = rows[start : start + per]
         statement = f"{head} VALUES {','.join([one] * len(chunk))} {tail}"
@@ -277,15 +290,16 @@ def _transaction(conn: sqlite3.Connection, begin: str = "BEGIN") -> Iterator[Non
 
 
 @functools.lru_cache(maxsize=8)
-def _split_values(sql: str) -> tuple[str, str]:
-    """``INSERT ... VALUES (?, ...) rest`` as what comes before VALUES and after its row."""
+def _split_values(sql: str) -> tuple[str, str, str]:
+    """``INSERT ... VALUES (?, ...) rest`` as what comes before VALUES, its row, what follows."""
     head, _, rest = sql.partition("VALUES")
-    return head.strip(), rest.strip().partition(")")[2].strip()
+    row, _, tail = rest.strip().partition(")")
+    return head.strip(), row.replace(" ", "").replace("\n", "") + ")", tail.strip()
 
 
 class Preloaded:
     """The settled pieces a resume read up front: by id (a dict made when first asked for: a
-    resume of int or str items may never need it) and, the plain ones, by item.
+    resume of int or str items may never need it) and, the plain ones, by their item.
 
     A row is a StoredPiece's fields, or a plain row's (PLAIN_ROW long: see _PRELOAD_COLUMNS).
     """
@@ -296,10 +310,13 @@ class Preloaded:
         self._plain = plain
         self._full = full
         self._by_id: dict[str, tuple[Any, ...]] | None = None
-        # The plain rows by their stored item, when it is an int or a str: such an item equal to
-        # a stored one has its id (ids are hashes of the JSON form the item column holds), so a
-        # resume finds them without hashing each.
-        self.by_item = _by_item(plain)
+        # The plain rows by their item's key (codec.item_keys: an int item is its own key, a str
+        # its stored JSON text). An int or a str whose key is a stored one is that piece's item,
+        # so it has that piece's id (a hash of the same JSON form): a resume finds such items
+        # without hashing each. Items stored as longer texts are not here (NULL).
+        self.by_item: dict[int | str | None, tuple[Any, ...]] = dict(
+            zip(map(itemgetter(5), plain), plain, strict=True)
+        )
 
     def by_id(self) -> dict[str, tuple[Any, ...]]:
         """Every row, by piece id."""
@@ -312,26 +329,6 @@ class Preloaded:
 
     def get(self, piece_id: str) -> tuple[Any, ...] | None:
         return self.by_id().get(piece_id)
-
-
-def _by_item(rows: list[tuple[Any, ...]]) -> dict[int | str, tuple[Any, ...]] | None:
-    """Plain preloaded rows by their stored item, for the items that are ints or strs."""
-    try:  # the items were stored as JSON by shoal (JSONCodec): one parse reads them all
-        items = json.loads(f"[{','.join(map(itemgetter(6), rows))}]")
-    except (TypeError, ValueError):  # not shoal's texts (a file edited by hand): hash them
-        return None
-    if len(items) != len(rows):
-        return None
-    kinds = set(map(type, items))
-    if kinds <= {int, str}:  # exact types: True and 1.0 are other items than 1
-        return dict(zip(items, rows, strict=True))
-    if not kinds & {int, str}:  # records, lists, long texts: found by their hash
-        return None
-    return {
-        item: row
-        for item, row in zip(items, rows, strict=True)
-        if type(item) is int or type(item) is str
-    }
 
 
 def _alive(pid: int | None) -> bool:
@@ -482,6 +479,7 @@ class JournalSession:
         # Rows gathered on the event loop's side, ready to insert (run_id included), handed to
         # the writer a batch at a time.
         self._settled_rows: list[tuple[Any, ...]] = []
+        self._done_rows: list[tuple[Any, ...]] = []  # see settled_done
         self._attempt_rows: list[tuple[Any, ...]] = []
         # Pieces started since the last hand-over and not settled yet: written as "running"
         # at the hand-over. A piece that starts and settles between two hand-overs (most of
@@ -551,10 +549,20 @@ class JournalSession:
         """``row``: (id, idx, key, provenance, item, state, attempts, throttles, started,
         finished, result, error_type, error_message, error_traceback, usage, run_id)."""
         self.enqueued_settled += 1
-        rows = self._settled_rows
-        rows.append(row)
+        self._settled_rows.append(row)
         self._running.pop(row[0], None)
-        if len(rows) >= self.options.commit_every:
+        if len(self._settled_rows) + len(self._done_rows) >= self.options.commit_every:
+            self._hand_over()
+        elif self._hand_over_timer is None:
+            self._arm()
+
+    def settled_done(self, row: tuple[Any, ...]) -> None:
+        """A piece done at its first attempt, not throttled, with no usage: ``row`` is (id,
+        idx, key, provenance, item, started, finished, result, run_id)."""
+        self.enqueued_settled += 1
+        self._done_rows.append(row)
+        self._running.pop(row[0], None)
+        if len(self._settled_rows) + len(self._done_rows) >= self.options.commit_every:
             self._hand_over()
         elif self._hand_over_timer is None:
             self._arm()
@@ -572,7 +580,8 @@ class JournalSession:
             self._hand_over_timer.cancel()
             self._hand_over_timer = None
         settled = self._settled_rows
-        if not (settled or self._attempt_rows or self._running):
+        done = self._done_rows
+        if not (settled or done or self._attempt_rows or self._running):
             return
         rows = settled
         if self._running:
@@ -583,8 +592,9 @@ class JournalSession:
                 for pid, (idx, key, item, at) in self._running.items()
             ]  # fmt: skip
             self._running = {}
-        self._queue.put((_BATCH, rows, self._attempt_rows, len(settled)))
+        self._queue.put((_BATCH, rows, done, self._attempt_rows, len(settled) + len(done)))
         self._settled_rows = []
+        self._done_rows = []
         self._attempt_rows = []
 
     def _call(self, fn: Callable[[sqlite3.Connection], Any]) -> asyncio.Future[Any]:
@@ -616,10 +626,10 @@ class JournalSession:
         while True:
             record = get()
             if record[0] == _BATCH:
-                _, pieces, attempts, settled = record
+                _, pieces, done, attempts, settled = record
                 if self.error is None:
                     try:
-                        self._commit(pieces, attempts)
+                        self._commit(pieces, done, attempts)
                     except BaseException as exc:  # a full disk, a vanished file
                         self.error = exc
                         self._report_error(exc)
@@ -656,23 +666,32 @@ class JournalSession:
             with contextlib.suppress(RuntimeError):
                 self._loop.call_soon_threadsafe(callback, exc)
 
-    def _commit(self, pieces: list[tuple[Any, ...]], attempts: list[tuple[Any, ...]]) -> None:
+    def _commit(
+        self,
+        pieces: list[tuple[Any, ...]],
+        done: list[tuple[Any, ...]],
+        attempts: list[tuple[Any, ...]],
+    ) -> None:
         """Pieces alone: each statement is a transaction of its own (a row is never half
         written; a crash between two loses a part of the batch, within the bound). With attempt
         rows: one transaction, so a piece's history and its row are written together. A BEGIN
         and a COMMIT would each wait for the GIL again (see _insert_many): that made a batch
-        three times slower beside a busy event loop."""
+        three times slower beside a busy event loop. The done rows go last: of two pieces with
+        one id (equal items) in a batch, the one done is the one kept."""
         conn = self._conn
         assert conn is not None
         if not attempts:
             if pieces:
                 _insert_many(conn, _UPSERT_PIECE, pieces)
+            if done:
+                _insert_many(conn, _UPSERT_DONE, done)
             return
         with _transaction(conn):
             if pieces:
                 _insert_many(conn, _UPSERT_PIECE, pieces)
-            if attempts:
-                _insert_many(conn, _INSERT_ATTEMPT, attempts)
+            if done:
+                _insert_many(conn, _UPSERT_DONE, done)
+            _insert_many(conn, _INSERT_ATTEMPT, attempts)
 
     # Calls run in the writer thread.
 
@@ -736,11 +755,18 @@ class JournalSession:
             ).fetchall()
             self.has_settled = bool(rows)
             if rows and len(rows) <= limit:  # else: look them up in chunks as items arrive
-                full: dict[str, tuple[Any, ...]] = {}
-                if any(map(itemgetter(5), rows)):
-                    others = list(compress(map(itemgetter(0), rows), map(itemgetter(5), rows)))
-                    full.update(self._lookup(conn, others))
-                    rows = [row for row in rows if not row[5]]
+                # The pieces that are not plain, whole (a second scan that reads almost nothing:
+                # cheaper than a column telling which rows are plain).
+                full: dict[str, tuple[Any, ...]] = {
+                    row[0]: row
+                    for row in conn.execute(
+                        f"SELECT {_STORED_COLUMNS} FROM pieces "  # noqa: S608
+                        f"WHERE state IN ({','.join('?' * len(states))}) AND NOT ({_PLAIN})",
+                        states,
+                    )
+                }
+                if full:
+                    rows = [row for row in rows if row[0] not in full]
                 self.preloaded = Preloaded(rows, full)
 
     def _lookup(self, conn: sqlite3.Connection, ids: Sequence[str]) -> dict[str, StoredPiece]:

@@ -39,7 +39,7 @@ from typing import Any, cast
 
 from ._adaptive import AdaptiveLimit
 from ._clock import Clock
-from ._codec import Codec, JSONCodec, content_id, content_ids, decode_many
+from ._codec import Codec, JSONCodec, content_id, content_ids, decode_many, item_keys
 from ._events import (
     AnyEvent,
     AttemptStarted,
@@ -795,7 +795,7 @@ class Scheduler:
         """Settle item ``index`` as an earlier run did (``row``: a StoredPiece's fields, or a
         plain row's: see the journal's _PLAIN_COLUMNS)."""
         if len(row) == PLAIN_ROW:  # done at the first attempt, nothing else to say
-            _, key, result, started, finished, _, _ = row
+            _, key, result, started, finished, _ = row
             state, attempts, throttles, etype, emsg, etb, used = (
                 "done",
                 1,
@@ -894,24 +894,21 @@ class Scheduler:
             items = [x.value if type(x) is Sourced else x for x in pulled]
             provenance = [x.provenance if type(x) is Sourced else None for x in pulled]
         fn = self._piece_id
-        by_item = preloaded.by_item
-        if fn is None and by_item is not None and set(map(type, items)) <= {int, str}:
-            found = list(map(by_item.get, items))  # plain rows only
-            if None in found:
-                return False
-            rows = cast(list[tuple[Any, ...]], found)
-            ids = list(map(itemgetter(0), rows))
-        else:
+        found: list[tuple[Any, ...] | None] = [None]
+        if fn is None and (kinds if items is pulled else set(map(type, items))) <= {int, str}:
+            # Found by what the journal stores them as: no hashing (plain rows only).
+            found = list(map(preloaded.by_item.get, item_keys(items)))
+            if None not in found:
+                ids = list(map(itemgetter(0), cast(list[tuple[Any, ...]], found)))
+        if None in found:  # found by id: a hash of each item, or the job's id function
             try:
                 ids = content_ids(items) if fn is None else [str(fn(item)) for item in items]
             except Exception:
                 return False  # one has no id: it fails, with the reason, on the long way
             found = list(map(preloaded.by_id().get, ids))
-            if None in found:
+            if None in found or set(map(len, found)) != {PLAIN_ROW}:  # type: ignore[arg-type]
                 return False
-            rows = cast(list[tuple[Any, ...]], found)
-            if set(map(len, rows)) != {PLAIN_ROW} or any(map(itemgetter(5), rows)):
-                return False
+        rows = cast(list[tuple[Any, ...]], found)
         values = decode_many(self._codec, list(map(itemgetter(2), rows)))
         if values is None:
             return False
@@ -1404,8 +1401,24 @@ class Scheduler:
     ) -> None:
         """Journal how ``piece`` ended (``first``, ``end``: seconds since the epoch): done with
         its encoded result, or failed with its error."""
-        assert self._journal is not None
-        self._journal.settled(
+        journal = self._journal
+        assert journal is not None
+        if error is None and piece.attempts == 1 and not piece.throttles and piece.usage is None:
+            journal.settled_done(
+                (
+                    piece.id,
+                    piece.index,
+                    piece.key,
+                    None if piece.provenance is None else str(piece.provenance),
+                    piece.stored_item,
+                    first,
+                    end,
+                    result,
+                    journal.run_id,
+                )
+            )
+            return
+        journal.settled(
             (
                 piece.id,
                 piece.index,
@@ -1422,7 +1435,7 @@ class Scheduler:
                 None if error is None else error.message,
                 None if error is None else error.traceback,
                 None if piece.usage is None else json.dumps(piece.usage),
-                self._journal.run_id,
+                journal.run_id,
             )
         )
 
