@@ -361,6 +361,31 @@ def test_preloaded_rows_are_found_by_their_item() -> None:
     assert preloaded.get("other") == ("other",)
 
 
+def test_a_journal_from_before_usage_and_the_plain_index_is_brought_up_to_date(
+    tmp_path: Path,
+) -> None:
+    """A journal written before pieces had a usage column and the index of pieces that are not
+    plain: opening it adds both, and a resume reads back its failures as failures."""
+    db = tmp_path / "run.db"
+    work = Counting(fail={3})
+    job = shoal.Job(work, retry=shoal.Retry(attempts=1))
+    job.run(range(10), journal=db)
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.execute("DROP INDEX pieces_not_plain")
+        conn.execute("ALTER TABLE pieces DROP COLUMN usage")
+    conn.close()
+    work.calls.clear()
+    run = job.run(range(10), journal=db)
+    assert not work.calls
+    assert [o.ok for o in run.outcomes] == [i != 3 for i in range(10)]
+    assert run.failures[0].error.message == "cannot do 3"
+    assert rows(db, "SELECT name FROM sqlite_master WHERE name = 'pieces_not_plain'") == [
+        ("pieces_not_plain",)
+    ]
+    assert ("usage",) in [(r[1],) for r in rows(db, "PRAGMA table_info(pieces)")]
+
+
 def test_a_damaged_stored_result_runs_again(tmp_path: Path) -> None:
     """A result that cannot be read back (a file edited by hand) is run again, alone."""
     db = tmp_path / "run.db"
