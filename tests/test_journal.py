@@ -65,6 +65,17 @@ def rows(path: Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:
         conn.close()
 
 
+def edit(path: Path, *statements: str) -> None:
+    """Change a journal by hand, as a user (or a damaged disk) might."""
+    conn = sqlite3.connect(path)
+    try:
+        with conn:
+            for sql in statements:
+                conn.execute(sql)
+    finally:
+        conn.close()
+
+
 def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -370,11 +381,7 @@ def test_a_journal_from_before_usage_and_the_plain_index_is_brought_up_to_date(
     work = Counting(fail={3})
     job = shoal.Job(work, retry=shoal.Retry(attempts=1))
     job.run(range(10), journal=db)
-    conn = sqlite3.connect(db)
-    with conn:
-        conn.execute("DROP INDEX pieces_not_plain")
-        conn.execute("ALTER TABLE pieces DROP COLUMN usage")
-    conn.close()
+    edit(db, "DROP INDEX pieces_not_plain", "ALTER TABLE pieces DROP COLUMN usage")
     work.calls.clear()
     run = job.run(range(10), journal=db)
     assert not work.calls
@@ -392,11 +399,11 @@ def test_a_damaged_stored_result_runs_again(tmp_path: Path) -> None:
     work = Counting()
     job = shoal.Job(work)
     job.run(range(1000), journal=db)
-    conn = sqlite3.connect(db)
-    with conn:
-        conn.execute("UPDATE pieces SET result = '[1' WHERE idx = 10")
-        conn.execute("UPDATE pieces SET result = '2]' WHERE idx = 11")
-    conn.close()
+    edit(
+        db,
+        "UPDATE pieces SET result = '[1' WHERE idx = 10",
+        "UPDATE pieces SET result = '2]' WHERE idx = 11",
+    )
     work.calls.clear()
     run = job.run(range(1000), journal=db)
     assert sorted(work.calls) == [10, 11]

@@ -557,20 +557,19 @@ class JournalSession:
     def settled(self, row: tuple[Any, ...]) -> None:
         """``row``: (id, idx, key, provenance, item, state, attempts, throttles, started,
         finished, result, error_type, error_message, error_traceback, usage, run_id)."""
-        self.enqueued_settled += 1
         self._settled_rows.append(row)
-        self._running.pop(row[0], None)
-        if len(self._settled_rows) + len(self._done_rows) >= self.options.commit_every:
-            self._hand_over()
-        elif self._hand_over_timer is None:
-            self._arm()
+        self._gathered(row[0])
 
     def settled_done(self, row: tuple[Any, ...]) -> None:
         """A piece done at its first attempt, not throttled, with no usage: ``row`` is (id,
         idx, key, provenance, item, started, finished, result, run_id)."""
-        self.enqueued_settled += 1
         self._done_rows.append(row)
-        self._running.pop(row[0], None)
+        self._gathered(row[0])
+
+    def _gathered(self, piece_id: str) -> None:
+        """A settled piece's row is gathered: hand the batch over when it is full."""
+        self.enqueued_settled += 1
+        self._running.pop(piece_id, None)
         if len(self._settled_rows) + len(self._done_rows) >= self.options.commit_every:
             self._hand_over()
         elif self._hand_over_timer is None:
