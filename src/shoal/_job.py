@@ -849,7 +849,7 @@ def _run_with_stored(
     for block in blocks:
         completion.extend(o.index for o in settled[done : block.after])
         completion.extend(range(block.start, block.start + len(block)))
-        done = max(done, block.after)
+        done = block.after  # (the blocks come in the order they settled)
     completion.extend(o.index for o in settled[done:])
 
     def build() -> list[Outcome[Any]]:

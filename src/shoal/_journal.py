@@ -688,18 +688,13 @@ class JournalSession:
         one id (equal items) in a batch, the one done is the one kept."""
         conn = self._conn
         assert conn is not None
-        if not attempts:
+        with _transaction(conn) if attempts else contextlib.nullcontext():
             if pieces:
                 _insert_many(conn, _UPSERT_PIECE, pieces)
             if done:
                 _insert_many(conn, _UPSERT_DONE, done)
-            return
-        with _transaction(conn):
-            if pieces:
-                _insert_many(conn, _UPSERT_PIECE, pieces)
-            if done:
-                _insert_many(conn, _UPSERT_DONE, done)
-            _insert_many(conn, _INSERT_ATTEMPT, attempts)
+            if attempts:
+                _insert_many(conn, _INSERT_ATTEMPT, attempts)
 
     # Calls run in the writer thread.
 

@@ -97,20 +97,23 @@ class Plan:
         lines.append("rate limit:   " + ("none" if self.rate is None else f"{self.rate:g} calls/s"))
         lines.append(f"limited by:   {self.limited_by}")
         if self.per_call is not None:
-            lines.append(f"per call:     {_duration(self.per_call)} (measured)")
+            lines.append(f"per call:     {human_duration(self.per_call)} (measured)")
         if self.throughput is not None:
             lines.append(f"throughput:   {self.throughput:,.1f} calls/s")
         if self.eta is not None:
-            lines.append(f"ETA:          {_duration(self.eta[0])} to {_duration(self.eta[1])}")
+            lines.append(
+                f"ETA:          {human_duration(self.eta[0])} to {human_duration(self.eta[1])}"
+            )
         else:
             lines.append("ETA:          unknown until a few pieces have run")
         lines.extend(f"note:         {note}" for note in self.notes)
         return "\n".join(lines)
 
 
-def _duration(seconds: float) -> str:
+def human_duration(seconds: float, *, ms_digits: int = 1) -> str:
+    """``12.5 ms``, ``3.4 s``, ``2.5 min``, ``1.2 h``."""
     if seconds < 1:
-        return f"{seconds * 1000:.1f} ms"
+        return f"{seconds * 1000:.{ms_digits}f} ms"
     if seconds < 120:
         return f"{seconds:.1f} s"
     if seconds < 7200:

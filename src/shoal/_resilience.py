@@ -35,7 +35,7 @@ import bisect
 import math
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 
 def _check_share(owner: str, name: str, value: object, *, allow_zero: bool = False) -> None:
@@ -193,47 +193,52 @@ class Breaker:
             _check_count("Breaker", "give_up", self.give_up)
 
 
-def as_hedge(value: object) -> Hedge | None:
-    """``Job(hedge=...)``: ``None``/``False`` (off), ``True`` (the defaults) or a :class:`Hedge`."""
+P = TypeVar("P")
+
+
+def _as_policy(value: object, kind: type[P], name: str, expected: str) -> P | None:
+    """``Job(name=value)``: ``None``/``False`` (off), ``True`` (the defaults) or a ``kind``."""
     if value is None or value is False:
         return None
     if value is True:
-        return Hedge()
-    if isinstance(value, Hedge):
+        return kind()
+    if isinstance(value, kind):
         return value
-    raise TypeError(
-        f"hedge={value!r}: expected True (hedge at p95 after 20 samples, at most 5% extra "
-        "attempts), shoal.Hedge(percentile=..., max_share=...), or None"
+    raise TypeError(f"{name}={value!r}: expected {expected}, or None")
+
+
+def as_hedge(value: object) -> Hedge | None:
+    """``Job(hedge=...)``: ``None``/``False`` (off), ``True`` (the defaults) or a :class:`Hedge`."""
+    return _as_policy(
+        value,
+        Hedge,
+        "hedge",
+        "True (hedge at p95 after 20 samples, at most 5% extra attempts), "
+        "shoal.Hedge(percentile=..., max_share=...)",
     )
 
 
 def as_budget(value: object) -> RetryBudget | None:
     """``Job(retry_budget=...)``: ``None``/``False``, ``True``, a share (``0.2``) or a policy."""
-    if value is None or value is False:
-        return None
-    if value is True:
-        return RetryBudget()
-    if isinstance(value, RetryBudget):
-        return value
-    if isinstance(value, int | float):
+    if isinstance(value, int | float) and not isinstance(value, bool):
         return RetryBudget(share=float(value))
-    raise TypeError(
-        f"retry_budget={value!r}: expected True (20% of first attempts over 10 s, plus 10), a "
-        "share such as 0.2, shoal.RetryBudget(share=..., window=..., floor=...), or None"
+    return _as_policy(
+        value,
+        RetryBudget,
+        "retry_budget",
+        "True (20% of first attempts over 10 s, plus 10), a share such as 0.2, "
+        "shoal.RetryBudget(share=..., window=..., floor=...)",
     )
 
 
 def as_breaker(value: object) -> Breaker | None:
     """``Job(breaker=...)``: ``None``/``False`` (off), ``True`` (the defaults) or a policy."""
-    if value is None or value is False:
-        return None
-    if value is True:
-        return Breaker()
-    if isinstance(value, Breaker):
-        return value
-    raise TypeError(
-        f"breaker={value!r}: expected True (open after 5 failures in a row or 50% of the last "
-        "20, 10 s cooldown), shoal.Breaker(failures=..., cooldown=...), or None"
+    return _as_policy(
+        value,
+        Breaker,
+        "breaker",
+        "True (open after 5 failures in a row or 50% of the last 20, 10 s cooldown), "
+        "shoal.Breaker(failures=..., cooldown=...)",
     )
 
 

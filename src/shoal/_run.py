@@ -793,7 +793,7 @@ class Scheduler:
         row: tuple[Any, ...],
     ) -> bool:
         """Settle item ``index`` as an earlier run did (``row``: a StoredPiece's fields, or a
-        plain row's: see the journal's _PLAIN_COLUMNS)."""
+        plain row's: see the journal's _PRELOAD_COLUMNS)."""
         if len(row) == PLAIN_ROW:  # done at the first attempt, nothing else to say
             _, key, result, started, finished, _ = row
             state, attempts, throttles, etype, emsg, etb, used = (
@@ -806,10 +806,21 @@ class Scheduler:
                 None,
             )
         else:
-            _, _, key, state, attempts, throttles, started, finished, result, etype, emsg, etb = (
-                row[:12]
-            )
-            used = row[12]
+            (
+                _,
+                _,
+                key,
+                state,
+                attempts,
+                throttles,
+                started,
+                finished,
+                result,
+                etype,
+                emsg,
+                etb,
+                used,
+            ) = row
         error: ErrorInfo | None = None
         if state == "done":
             ok = True
@@ -868,11 +879,12 @@ class Scheduler:
         else:
             if len(pulled) < want:
                 ended = StopIteration()
-        if pulled and not (
-            self._lazy_resume and not self._tally_keys and self._store_block(pulled, preloaded)
-        ):
-            for item in pulled:
-                self._resume_one(item, preloaded)
+        stored, ids = False, None
+        if pulled and self._lazy_resume and not self._tally_keys:
+            stored, ids = self._store_block(pulled, preloaded)
+        if not stored:
+            for n, item in enumerate(pulled):
+                self._resume_one(item, preloaded, None if ids is None else ids[n])
         if ended is not None:  # after the pulled items have their places
             self._source_ended(ended)
         ready = self._ready
@@ -882,15 +894,18 @@ class Scheduler:
             self._loop.call_soon(self._fill)
         return None
 
-    def _store_block(self, pulled: list[Any], preloaded: Preloaded) -> bool:
+    def _store_block(
+        self, pulled: list[Any], preloaded: Preloaded
+    ) -> tuple[bool, list[str] | None]:
         """Settle all of ``pulled`` lazily, as a :class:`StoredBlock`, if every item is one
-        the journal holds as a plain row with a readable result; else change nothing."""
+        the journal holds as a plain row with a readable result; else change nothing. Also
+        returns the items' ids when they were made (so that they are not made again)."""
         kinds = set(map(type, pulled))
         items = pulled
         provenance: list[Provenance | None] | None = None
         if not kinds.isdisjoint(_WRAPPERS):
             if kinds & _WRAPPERS != {Sourced}:  # journal presets, malformed lines
-                return False
+                return False, None
             items = [x.value if type(x) is Sourced else x for x in pulled]
             provenance = [x.provenance if type(x) is Sourced else None for x in pulled]
         fn = self._piece_id
@@ -904,14 +919,14 @@ class Scheduler:
             try:
                 ids = content_ids(items) if fn is None else [str(fn(item)) for item in items]
             except Exception:
-                return False  # one has no id: it fails, with the reason, on the long way
+                return False, None  # one has no id: it fails, with the reason, on the long way
             found = list(map(preloaded.by_id().get, ids))
             if None in found or set(map(len, found)) != {PLAIN_ROW}:  # type: ignore[arg-type]
-                return False
+                return False, ids
         rows = cast(list[tuple[Any, ...]], found)
         values = decode_many(self._codec, list(map(itemgetter(2), rows)))
         if values is None:
-            return False
+            return False, ids
         start = self._next_index
         self._next_index = start + len(pulled)
         self.succeeded += len(pulled)
@@ -928,23 +943,24 @@ class Scheduler:
                 self._wall0,
             )
         )
-        return True
+        return True, ids
 
-    def _resume_one(self, item: Any, preloaded: Preloaded) -> None:
-        """Settle ``item`` from ``preloaded`` if an earlier run settled it, else queue it."""
+    def _resume_one(self, item: Any, preloaded: Preloaded, piece_id: str | None) -> None:
+        """Settle ``item`` from ``preloaded`` if an earlier run settled it, else queue it
+        (``piece_id``: its id, when it is known already)."""
         kind = type(item)
         value = item
         provenance = None
-        piece_id = None
         if kind is Sourced:
             provenance = item.provenance
             value = item.value
         if kind not in _WRAPPERS or kind is Sourced:  # journal presets, malformed lines: below
             fn = self._piece_id
-            try:
-                piece_id = content_id(value) if fn is None else str(fn(value))
-            except Exception:
-                piece_id = None  # it fails when made a piece, with the reason
+            if piece_id is None:
+                try:
+                    piece_id = content_id(value) if fn is None else str(fn(value))
+                except Exception:
+                    piece_id = None  # it fails when made a piece, with the reason
             row = None if piece_id is None else preloaded.get(piece_id)
             if row is not None:
                 assert piece_id is not None

@@ -42,7 +42,7 @@ from ._job import Job, _progress_subscribers
 from ._journal import Journal, JournalError, _alive, read_meta, read_status
 from ._limits import Rate
 from ._outcome import Run
-from ._plan import plan
+from ._plan import human_duration, plan
 from ._split import Malformed, MalformedInput, Provenance, Sourced, json_line
 from ._split import csv as split_csv
 from ._split import files as split_files
@@ -1095,7 +1095,7 @@ def _print_summary(run: Run[Any], journal: str | None, args: argparse.Namespace)
     read_back = f" ({s.resumed:,} read back from the journal)" if s.resumed else ""
     print(
         f"shoal: {s.total:,} pieces: {s.succeeded:,} done, {s.failed:,} failed{read_back} "
-        f"in {_secs(s.wall_time)}",
+        f"in {human_duration(s.wall_time, ms_digits=0)}",
         file=out,
     )
     failures = run.failures
@@ -1252,7 +1252,7 @@ def _cmd_status(args: argparse.Namespace, argv: list[str]) -> int:
         if left == 0:
             print("ETA:      done")
         elif status.run_status == "running" and rate:
-            print(f"ETA:      {_secs(left / rate)} ({left:,} left)")
+            print(f"ETA:      {human_duration(left / rate, ms_digits=0)} ({left:,} left)")
         else:
             print(f"ETA:      not running ({left:,} left; `shoal run` again to resume)")
     if status.run_status != "running" and isinstance(meta, dict):
@@ -1331,18 +1331,8 @@ def _cmd_report(args: argparse.Namespace, argv: list[str]) -> int:
 # ---------------------------------------------------------------------- small helpers
 
 
-def _secs(seconds: float) -> str:
-    if seconds < 1:
-        return f"{seconds * 1000:.0f} ms"
-    if seconds < 120:
-        return f"{seconds:.1f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
 def _ago(seconds: float) -> str:
-    return f"{_secs(max(0.0, seconds))} ago"
+    return f"{human_duration(max(0.0, seconds), ms_digits=0)} ago"
 
 
 def _error_line(etype: str | None, message: str | None, provenance: object) -> str:
