@@ -712,14 +712,51 @@ def test_bad_paths_say_what_to_do(tmp_path: Path) -> None:
         shoal.Job(square).run(range(1), journal="/proc/shoal-journal.db")
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root may write to read-only files")
+_READ_ONLY_CHILD = """
+import os, sys
+import shoal
+from shoal.journal import JournalError
+
+async def square(x):
+    return x * x
+
+shoal.Job(square).run(range(1))  # everything a run imports is imported now
+if len(sys.argv) > 2:  # root may write to any file: go on as nobody (who cannot read the tree)
+    os.setgid(int(sys.argv[2]))
+    os.setuid(int(sys.argv[2]))
+try:
+    shoal.Job(square).run(range(1), journal=sys.argv[1])
+except JournalError as exc:
+    print(exc)
+    sys.exit(3)
+"""
+
+
 def test_read_only_journal_is_refused(tmp_path: Path) -> None:
-    """A journal file that cannot be written is refused before anything runs."""
-    db = tmp_path / "run.db"
-    shoal.Job(square).run(range(1), journal=db)
-    db.chmod(0o444)
-    with pytest.raises(JournalError, match="read-only"):
+    """A journal file that cannot be written is refused before anything runs, and left as it
+    was. (Run by an unprivileged user in a child process when the tests run as root.)"""
+    folder = Path(tempfile.mkdtemp(prefix="shoal-ro-"))
+    try:
+        folder.chmod(0o755)
+        db = folder / "run.db"
         shoal.Job(square).run(range(1), journal=db)
+        for extra in (folder / "run.db-wal", folder / "run.db-shm"):
+            assert not extra.exists()  # closed cleanly: nothing beside the file
+        db.chmod(0o444)
+        before = digest(db)
+        script = tmp_path / "child.py"
+        script.write_text(_READ_ONLY_CHILD)
+        argv = [sys.executable, str(script), str(db)]
+        if os.geteuid() == 0:
+            argv.append("65534")
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+        assert done.returncode == 3, done.stderr
+        assert "read-only" in done.stdout
+        assert digest(db) == before
+    finally:
+        for child in folder.iterdir():
+            child.unlink()
+        folder.rmdir()
 
 
 def test_export_jsonl_and_parquet(tmp_path: Path) -> None:
