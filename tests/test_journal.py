@@ -733,8 +733,8 @@ except JournalError as exc:
 
 
 def test_read_only_journal_is_refused(tmp_path: Path) -> None:
-    """A journal file that cannot be written is refused before anything runs, and left as it
-    was. (Run by an unprivileged user in a child process when the tests run as root.)"""
+    """A journal file that cannot be written, or read, is refused before anything runs, and left
+    as it was. (Run by an unprivileged user in a child process when the tests run as root.)"""
     folder = Path(tempfile.mkdtemp(prefix="shoal-ro-"))
     try:
         folder.chmod(0o755)
@@ -752,6 +752,12 @@ def test_read_only_journal_is_refused(tmp_path: Path) -> None:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
         assert done.returncode == 3, done.stderr
         assert "read-only" in done.stdout
+        assert digest(db) == before
+        db.chmod(0o000)  # and one that cannot even be read
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+        assert done.returncode == 3, done.stderr
+        assert "cannot be read" in done.stdout
+        db.chmod(0o444)
         assert digest(db) == before
     finally:
         for child in folder.iterdir():
