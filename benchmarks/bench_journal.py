@@ -24,7 +24,7 @@ import shoal
 
 NAME = "journal"
 TITLE = "20,000 no-op async tasks: journal off, on, and a resume of the finished run"
-DEFAULT_REPEAT = 3
+DEFAULT_REPEAT = 7
 
 N = 20_000
 CONCURRENCY = 100
