@@ -753,10 +753,10 @@ class JournalSession:
             # (a StoredPiece) by id. Rows stay tuples: making 20,000 named tuples would cost a
             # third of the scan again.
             states = self._lookup_states
+            settled = f"state IN ({','.join('?' * len(states))})"
             limit = self.options.preload
             rows = conn.execute(
-                f"SELECT {_PRELOAD_COLUMNS} FROM pieces "  # noqa: S608
-                f"WHERE state IN ({','.join('?' * len(states))}) LIMIT ?",
+                f"SELECT {_PRELOAD_COLUMNS} FROM pieces WHERE {settled} LIMIT ?",  # noqa: S608
                 (*states, limit + 1),
             ).fetchall()
             self.has_settled = bool(rows)
@@ -766,7 +766,7 @@ class JournalSession:
                     row[0]: row
                     for row in conn.execute(
                         f"SELECT {_STORED_COLUMNS} FROM pieces "  # noqa: S608
-                        f"WHERE state IN ({','.join('?' * len(states))}) AND NOT ({_PLAIN})",
+                        f"WHERE {settled} AND NOT ({_PLAIN})",
                         states,
                     )
                 }

@@ -607,7 +607,7 @@ class Scheduler:
 
     def _wake_feeder(self) -> None:
         room = self._room
-        if room is not None and not room.is_set() and self._room_to_pull():
+        if room is not None and not room.is_set() and self._window_room() > 0:
             room.set()
 
     def _on_journal_commit(self) -> None:
@@ -681,12 +681,13 @@ class Scheduler:
                     )
         return piece
 
-    def _room_to_pull(self) -> bool:
-        """Whether another item may be pulled: pulled and not yet handed to the consumer stays
-        under the window (plus the one batch the consumer is going through)."""
+    def _window_room(self) -> int:
+        """How many more items may be pulled (each adds at most one to what the window counts):
+        pulled and not yet handed to the consumer stays under the window (plus the one batch the
+        consumer is going through)."""
         if self._ordered:
-            return self._next_index - self._next_emit + len(self._batch) < self._window
-        return self._unsettled + len(self._batch) < self._window
+            return self._window - (self._next_index - self._next_emit + len(self._batch))
+        return self._window - (self._unsettled + len(self._batch))
 
     def _pull_sync(self) -> _Piece | None:
         assert self._sync_iter is not None
@@ -718,7 +719,7 @@ class Scheduler:
         async_iter = self._async_iter
         try:
             while True:
-                while not self._room_to_pull():
+                while not self._window_room() > 0:
                     room.clear()
                     await room.wait()
                 fresh: list[_Piece] = []
@@ -731,7 +732,7 @@ class Scheduler:
                     fresh.append(self._make_piece(item))
                 else:
                     assert sync_iter is not None
-                    while len(fresh) < 256 and self._room_to_pull():
+                    while len(fresh) < 256 and self._window_room() > 0:
                         try:
                             item = next(sync_iter)
                         except StopIteration:
@@ -864,12 +865,7 @@ class Scheduler:
         is returned (``None``: none must run now)."""
         sync_iter = self._sync_iter
         assert sync_iter is not None and self._loop is not None
-        # Each pulled item adds at most one to what the window counts.
-        if self._ordered:
-            room = self._window - (self._next_index - self._next_emit + len(self._batch))
-        else:
-            room = self._window - (self._unsettled + len(self._batch))
-        want = min(room, 512)
+        want = min(self._window_room(), 512)
         pulled: list[Any] = []
         ended: Exception | None = None
         try:
@@ -909,21 +905,22 @@ class Scheduler:
             items = [x.value if type(x) is Sourced else x for x in pulled]
             provenance = [x.provenance if type(x) is Sourced else None for x in pulled]
         fn = self._piece_id
-        found: list[tuple[Any, ...] | None] = [None]
+        rows: list[tuple[Any, ...]] | None = None
         if fn is None and (kinds if items is pulled else set(map(type, items))) <= {int, str}:
             # Found by what the journal stores them as: no hashing (plain rows only).
-            found = list(map(preloaded.by_item.get, item_keys(items)))
-            if None not in found:
-                ids = list(map(itemgetter(0), cast(list[tuple[Any, ...]], found)))
-        if None in found:  # found by id: a hash of each item, or the job's id function
+            by_key = list(map(preloaded.by_item.get, item_keys(items)))
+            if None not in by_key:
+                rows = cast(list[tuple[Any, ...]], by_key)
+                ids = list(map(itemgetter(0), rows))
+        if rows is None:  # found by id: a hash of each item, or the job's id function
             try:
                 ids = content_ids(items) if fn is None else [str(fn(item)) for item in items]
             except Exception:
                 return False, None  # one has no id: it fails, with the reason, on the long way
-            found = list(map(preloaded.by_id().get, ids))
-            if None in found or set(map(len, found)) != {PLAIN_ROW}:  # type: ignore[arg-type]
+            by_id = list(map(preloaded.by_id().get, ids))
+            if None in by_id or set(map(len, by_id)) != {PLAIN_ROW}:  # type: ignore[arg-type]
                 return False, ids
-        rows = cast(list[tuple[Any, ...]], found)
+            rows = cast(list[tuple[Any, ...]], by_id)
         values = decode_many(self._codec, list(map(itemgetter(2), rows)))
         if values is None:
             return False, ids
@@ -1051,7 +1048,7 @@ class Scheduler:
         while True:
             if ready:
                 piece = heapq.heappop(ready)[1]
-            elif sync_iter is not None and not self._exhausted and self._room_to_pull():
+            elif sync_iter is not None and not self._exhausted and self._window_room() > 0:
                 preloaded = self._preloaded
                 pulled = self._pull_sync() if preloaded is None else self._resume_pulled(preloaded)
                 if pulled is None:

@@ -320,9 +320,7 @@ class _Pool:
         entry = _Entry(item, future)
         self._pending.append(entry)
         if not self._kick_scheduled and not self._full():
-            # Let the rest of this loop turn add its items: they leave in one batch.
-            self._kick_scheduled = True
-            self._loop.call_soon(self._dispatch)
+            self._kick()
         try:
             return await future
         except asyncio.CancelledError:
