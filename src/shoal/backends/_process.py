@@ -2,7 +2,7 @@
 
 Why not ``concurrent.futures.ProcessPoolExecutor``: when one of its workers dies, the whole pool
 is broken (every pending future fails with ``BrokenProcessPool``), and it cannot stop one running
-call. Here each worker is its own process with its own two pipes, so:
+call. Here each worker is its own process with its own pipes, so:
 
 - a worker that dies (``os._exit``, a segfault, the OOM killer) fails only the item it was running,
   with :class:`WorkerCrashed` (which the retry policy retries like any error); the items batched
@@ -117,6 +117,9 @@ class _Worker:
     __slots__ = (
         "batch",
         "batch_seconds",
+        "cfd",
+        "control",
+        "ctlbuf",
         "dead",
         "inbox",
         "killed",
@@ -135,17 +138,24 @@ class _Worker:
         "seq",
         "stealing",
         "wfd",
+        "writing",
     )
 
-    def __init__(self, proc: BaseProcess, inbox: Connection, outbox: Connection) -> None:
+    def __init__(
+        self, proc: BaseProcess, inbox: Connection, control: Connection, outbox: Connection
+    ) -> None:
         self.proc = proc
         self.pid = proc.pid
         self.inbox = inbox  # we write batches here
+        self.control = control  # and steals here
         self.outbox = outbox  # we read results here
         self.wfd = inbox.fileno()
+        self.cfd = control.fileno()
         self.rfd = outbox.fileno()
         self.rbuf = bytearray()
-        self.outbuf = bytearray()
+        self.outbuf = bytearray()  # what the inbox has not taken yet
+        self.ctlbuf = bytearray()  # what the control pipe has not taken yet
+        self.writing: set[int] = set()  # the pipes the loop watches until they take the rest
         self.batch: list[_Entry] | None = None
         self.received = 0
         self.batch_seconds = 0.0
@@ -389,9 +399,9 @@ class _Pool:
     def _ask_steal(self, worker: _Worker, seq: int, k: int) -> None:
         payload = pickle.dumps(("steal", seq, k), pickle.HIGHEST_PROTOCOL)
         worker.stealing.add(seq)
-        worker.outbuf += HEADER.pack(len(payload))
-        worker.outbuf += payload
-        self._flush(worker)
+        worker.ctlbuf += HEADER.pack(len(payload))
+        worker.ctlbuf += payload
+        self._flush(worker, worker.cfd, worker.ctlbuf)
 
     def _on_steal_answer(self, worker: _Worker, seq: int, keep: int) -> None:
         worker.stealing.discard(seq)
@@ -527,25 +537,27 @@ class _Pool:
             self._arm_watchdog()
         worker.outbuf += HEADER.pack(len(payload))
         worker.outbuf += payload
-        self._flush(worker)
+        self._flush(worker, worker.wfd, worker.outbuf)
 
-    def _flush(self, worker: _Worker) -> None:
-        """Write what the pipe takes now; the loop calls back when it takes more."""
+    def _flush(self, worker: _Worker, fd: int, buf: bytearray) -> None:
+        """Write what the pipe ``fd`` takes of ``buf`` now; the loop calls back when it takes
+        more."""
         if worker.dead:
             return
         try:
-            written = os.write(worker.wfd, worker.outbuf)
+            written = os.write(fd, buf)
         except BlockingIOError:
             written = 0
         except OSError:  # the worker is gone; its death is handled by the reader
-            worker.outbuf.clear()
-            self._loop.remove_writer(worker.wfd)
-            return
-        del worker.outbuf[:written]
-        if worker.outbuf:
-            self._loop.add_writer(worker.wfd, self._flush, worker)
-        else:
-            self._loop.remove_writer(worker.wfd)
+            written = len(buf)
+        del buf[:written]
+        if buf:
+            if fd not in worker.writing:
+                worker.writing.add(fd)
+                self._loop.add_writer(fd, self._flush, worker, fd, buf)
+        elif fd in worker.writing:
+            worker.writing.discard(fd)
+            self._loop.remove_writer(fd)
 
     # ------------------------------------------------------------------ results
 
@@ -646,7 +658,7 @@ class _Pool:
         worker.dead = True
         loop = self._loop
         loop.remove_reader(worker.rfd)
-        loop.remove_writer(worker.wfd)
+        self._stop_writing(worker)
         worker.proc.join(timeout=5)
         exitcode = worker.proc.exitcode
         self._forget(worker)
@@ -686,8 +698,13 @@ class _Pool:
             self._pending.appendleft(entry)
         self._kick()
 
+    def _stop_writing(self, worker: _Worker) -> None:
+        for fd in worker.writing:
+            self._loop.remove_writer(fd)
+        worker.writing.clear()
+
     def _forget(self, worker: _Worker) -> None:
-        for conn in (worker.inbox, worker.outbox):
+        for conn in (worker.inbox, worker.control, worker.outbox):
             with contextlib.suppress(OSError):
                 conn.close()
         if worker in self._workers:
@@ -710,18 +727,20 @@ class _Pool:
     def _spawn(self) -> None:
         ctx = self._context
         their_inbox, our_inbox = ctx.Pipe(duplex=False)  # (reader, writer)
+        their_control, our_control = ctx.Pipe(duplex=False)
         our_outbox, their_outbox = ctx.Pipe(duplex=False)
         proc = ctx.Process(
             target=_process_worker.main,
-            args=(their_inbox, their_outbox, self._work_bytes),
+            args=(their_inbox, their_control, their_outbox, self._work_bytes),
             name="shoal-worker",
         )
         proc.start()
         # Keep only our ends: the worker's death then closes the pipe and we read its end.
-        their_inbox.close()
-        their_outbox.close()
-        worker = _Worker(proc, our_inbox, our_outbox)
+        for theirs in (their_inbox, their_control, their_outbox):
+            theirs.close()
+        worker = _Worker(proc, our_inbox, our_control, our_outbox)
         os.set_blocking(worker.wfd, False)
+        os.set_blocking(worker.cfd, False)
         os.set_blocking(worker.rfd, False)
         self._workers.append(worker)
         self._loop.add_reader(worker.rfd, self._on_readable, worker)
@@ -738,14 +757,15 @@ class _Pool:
         workers = list(self._workers)
         for worker in workers:
             loop.remove_reader(worker.rfd)
-            loop.remove_writer(worker.wfd)
+            self._stop_writing(worker)
             if worker.batch is not None and worker.proc.is_alive():
                 for entry in worker.unfinished():
                     entry.future.cancel()
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(worker.pid, signal.SIGKILL)  # type: ignore[arg-type]
-            with contextlib.suppress(OSError):
-                worker.inbox.close()  # end of input: an idle worker returns
+            for conn in (worker.inbox, worker.control):
+                with contextlib.suppress(OSError):
+                    conn.close()  # end of input: an idle worker returns
         if workers:
             # Joining blocks: do it in a thread so the loop stays responsive meanwhile.
             await asyncio.to_thread(_join_all, [w.proc for w in workers], 5.0)

@@ -1,20 +1,24 @@
 """The process backend's worker: the main loop of one worker process.
 
-Protocol, over two pipes (frames are an 8-byte little-endian length, then a pickle):
+Protocol, over three pipes (frames are an 8-byte little-endian length, then a pickle):
 
-- parent -> worker: ``("batch", seq, [item, ...])``, sent only to an idle worker; or
-  ``("steal", seq, k)``: "do not start the items of batch ``seq`` from position ``k`` on, I will
-  run them elsewhere" (``seq`` numbers the batches, so a steal can never hit another batch, even
-  one that arrives while the main thread is still leaving the previous one).
+- parent -> worker, the inbox: ``("batch", seq, [item, ...])``, sent to an idle worker or to a
+  busy one as its next batch. The main thread reads it itself, when it is done with a batch: a
+  batch written while the worker computes wakes nobody and costs the worker nothing until then.
+- parent -> worker, the control pipe: ``("steal", seq, k)``: "do not start the items of batch
+  ``seq`` from position ``k`` on, I will run them elsewhere" (``seq`` numbers the batches, so a
+  steal can never hit another batch, even one still waiting in the inbox). A reader thread waits on
+  this pipe alone, so it wakes (and takes the GIL) only for a steal, which is rare.
 - worker -> parent: first one start-up frame, ``(True, None, 0.0)`` once the work function is
   loaded or ``(False, error, 0.0)`` if it cannot be; then one ``(ok, value_or_error, seconds)``
   frame per item, **written before the next item starts**, and ``(None, (seq, n), 0.0)`` to
   answer a steal: only the first ``n`` items of batch ``seq`` run here. A worker holds up to two
-  batches (the one it runs and the next), so it never waits for the parent between batches.
+  batches (the one it runs and the next, waiting in its inbox), so it never waits for the parent
+  between batches.
 
 Because every finished item is reported before the next one starts, when a worker dies the first
 unreported item of its batch is exactly the one it was running: that one alone is blamed, and the
-rest never started. A steal is answered by a reader thread under the same lock the main thread
+rest never started. A steal is answered by the reader thread under the same lock the main thread
 takes before it starts an item, so the answer is exact even while the main thread is busy with a
 long item (the parent steals the items queued behind an item that stalls, so they do not wait for
 it).
@@ -27,7 +31,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import queue
 import signal
 import struct
 import threading
@@ -80,7 +83,7 @@ class _State:
         self.seq = -1  # the batch the main thread took last
         self.stop_at = 0  # its items from this position on are not to be started
         self.started = 0  # its items started so far
-        self.early: dict[int, int] = {}  # steals for batches received but not taken yet
+        self.early: dict[int, int] = {}  # steals for batches not taken yet (in the inbox)
         self.finished: dict[int, int] = {}  # items that ran, of the batches done lately
 
     def steal(self, seq: int, k: int) -> int:
@@ -90,7 +93,7 @@ class _State:
             return self.stop_at
         if seq in self.finished:  # done already: every item it started ran
             return self.finished[seq]
-        # Not taken yet (it waits in the queue): none of its items has started.
+        # Not taken yet (it waits in the inbox): none of its items has started.
         self.early[seq] = min(self.early.get(seq, k), k)
         return self.early[seq]
 
@@ -107,32 +110,36 @@ class _State:
         self.started = 0
 
 
-def _read_inbox(
-    rfd: int, wfd: int, write_lock: threading.Lock, state: _State, batches: Any
-) -> None:
-    """The reader thread: batches go to the main thread; steals are answered at once."""
-    try:
-        while True:
-            header = read_exact(rfd, HEADER.size)
-            if header is None:
-                return
-            payload = read_exact(rfd, HEADER.unpack(header)[0])
-            if payload is None:
-                return
-            kind, seq, body = pickle.loads(payload)  # noqa: S301 - from our own parent
-            if kind == "batch":
-                batches.put((seq, body))
-            else:  # "steal"
-                with state.lock:
-                    keep = state.steal(seq, body)
-                    answer = pickle.dumps((None, (seq, keep), 0.0), pickle.HIGHEST_PROTOCOL)
-                    with write_lock:
-                        write_frame(wfd, answer)
-    finally:
-        batches.put(None)  # the end of input: the main thread returns
+def _read_control(rfd: int, wfd: int, write_lock: threading.Lock, state: _State) -> None:
+    """The reader thread: each steal is answered at once, until the control pipe ends."""
+    while True:
+        header = read_exact(rfd, HEADER.size)
+        if header is None:
+            return
+        payload = read_exact(rfd, HEADER.unpack(header)[0])
+        if payload is None:
+            return
+        _kind, seq, k = pickle.loads(payload)  # noqa: S301 - from our own parent
+        with state.lock:
+            keep = state.steal(seq, k)
+            answer = pickle.dumps((None, (seq, keep), 0.0), pickle.HIGHEST_PROTOCOL)
+            with write_lock:
+                write_frame(wfd, answer)
 
 
-def main(inbox: Connection, outbox: Connection, work_bytes: bytes) -> None:
+def _next_batch(rfd: int) -> tuple[int, list[Any]] | None:
+    """The next batch from the inbox (waiting for it), or ``None`` at its end."""
+    header = read_exact(rfd, HEADER.size)
+    if header is None:
+        return None
+    payload = read_exact(rfd, HEADER.unpack(header)[0])
+    if payload is None:
+        return None
+    _kind, seq, items = pickle.loads(payload)  # noqa: S301 - from our own parent
+    return seq, items
+
+
+def main(inbox: Connection, control: Connection, outbox: Connection, work_bytes: bytes) -> None:
     """Run batches from ``inbox`` until it ends, reporting each item to ``outbox``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     where = f"worker process {os.getpid()}"
@@ -147,15 +154,14 @@ def main(inbox: Connection, outbox: Connection, work_bytes: bytes) -> None:
     runner = Runner(work, where)
     state = _State()
     write_lock = threading.Lock()
-    batches: queue.SimpleQueue[tuple[int, list[Any]] | None] = queue.SimpleQueue()
     reader = threading.Thread(
-        target=_read_inbox, args=(rfd, wfd, write_lock, state, batches), daemon=True
+        target=_read_control, args=(control.fileno(), wfd, write_lock, state), daemon=True
     )
     reader.start()
     lock = state.lock
     try:
         while True:
-            batch = batches.get()
+            batch = _next_batch(rfd)
             if batch is None:
                 return
             seq, items = batch
