@@ -19,6 +19,10 @@ def square(x: int) -> int:
     return x * x
 
 
+def reverse_bytes(data: bytes) -> bytes:
+    return data[::-1]
+
+
 async def asquare(x: int) -> int:
     await asyncio.sleep(0)
     return x * x

@@ -224,6 +224,38 @@ def test_stress_timeouts_kills_and_steals() -> None:
     assert multiprocessing.active_children() == []
 
 
+def test_big_items_and_results_cross_whole() -> None:
+    """Items and results of 256 KB (several to a batch, beyond a pipe's default 64 KB) arrive
+    intact, in order; where the OS sizes pipes (Linux), each worker's inbox and outbox hold 1 MB,
+    so that a batch queued behind the running one waits there whole."""
+    import asyncio
+
+    items = [bytes([n]) * 100 + bytes(256 * 1024) for n in range(24)]
+    got = shoal.map(w.reverse_bytes, items, backend=ProcessBackend(workers=2))
+    assert got == [item[::-1] for item in items]
+
+    fcntl = pytest.importorskip("fcntl")
+    getter = getattr(fcntl, "F_GETPIPE_SZ", None)
+    if getter is None:
+        pytest.skip("this OS does not size pipes")
+    with open("/proc/sys/fs/pipe-max-size", encoding="ascii") as fh:
+        if int(fh.read()) < 1 << 20:
+            pytest.skip("pipes here cannot hold 1 MB")
+
+    async def sizes() -> list[int]:
+        backend = ProcessBackend(workers=1)
+        invoke = await backend.start(w.square, concurrency=1)
+        try:
+            assert await invoke(7) == 49
+            [worker] = backend._pool._workers  # type: ignore[union-attr]
+            return [fcntl.fcntl(fd, getter) for fd in (worker.wfd, worker.rfd)]
+        finally:
+            await backend.close()
+
+    assert asyncio.run(sizes()) == [1 << 20, 1 << 20]
+    assert multiprocessing.active_children() == []
+
+
 def test_workers_inherit_the_main_script_instead_of_running_it_again(tmp_path: Path) -> None:
     """The fork server loads the script once; its workers (four here, two runs of two) start
     with it loaded, rather than running it again each (which costs its imports per worker)."""

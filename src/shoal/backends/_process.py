@@ -55,6 +55,11 @@ from ._process_worker import HEADER
 # What one read of a worker's pipe asks for. Not more: os.read allocates the whole size first, and
 # a 1 MB buffer cost 15 µs per read where 64 KB costs 1.5 µs (larger frames take a few reads).
 _READ_CHUNK = 1 << 16
+# What a worker's pipes hold (where the OS lets us size a pipe: Linux, up to its pipe-max-size,
+# 1 MB by default): a batch sent behind the one a worker runs waits in its inbox whole, instead of
+# 64 KB at a time for each of the worker's reads, and a big result goes out without waiting for us
+# to read the first 64 KB. A pipe takes memory only for what is in it.
+_PIPE_SIZE = 1 << 20
 _MAX_START_FAILURES = 3
 # An item stalls when it runs this many times longer than items have on average, and at least
 # STALL_MIN seconds: then the items queued behind it in its batch are taken back.
@@ -739,6 +744,8 @@ class _Pool:
         for theirs in (their_inbox, their_control, their_outbox):
             theirs.close()
         worker = _Worker(proc, our_inbox, our_control, our_outbox)
+        for fd in (worker.wfd, worker.rfd):
+            _widen(fd, _PIPE_SIZE)
         os.set_blocking(worker.wfd, False)
         os.set_blocking(worker.cfd, False)
         os.set_blocking(worker.rfd, False)
@@ -773,6 +780,18 @@ class _Pool:
             worker.dead = True
             self._forget(worker)
             worker.proc.close()
+
+
+def _widen(fd: int, size: int) -> None:
+    """Let the pipe ``fd`` hold ``size`` bytes, where the platform allows it (best effort)."""
+    try:
+        import fcntl
+    except ImportError:  # not on this platform
+        return
+    setter = getattr(fcntl, "F_SETPIPE_SZ", None)
+    if setter is not None:
+        with contextlib.suppress(OSError):  # over the system's limit: keep the default
+            fcntl.fcntl(fd, setter, size)
 
 
 def _join_all(procs: list[BaseProcess], grace: float) -> None:
