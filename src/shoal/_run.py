@@ -719,7 +719,7 @@ class Scheduler:
         async_iter = self._async_iter
         try:
             while True:
-                while not self._window_room() > 0:
+                while self._window_room() <= 0:
                     room.clear()
                     await room.wait()
                 fresh: list[_Piece] = []

@@ -60,6 +60,13 @@ _READ_CHUNK = 1 << 16
 # 64 KB at a time for each of the worker's reads, and a big result goes out without waiting for us
 # to read the first 64 KB. A pipe takes memory only for what is in it.
 _PIPE_SIZE = 1 << 20
+try:
+    import fcntl
+except ImportError:  # not on this platform: pipes keep their size
+    _SETPIPE_SZ: int | None = None
+else:
+    _SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", None)
+
 _MAX_START_FAILURES = 3
 # An item stalls when it runs this many times longer than items have on average, and at least
 # STALL_MIN seconds: then the items queued behind it in its batch are taken back.
@@ -404,9 +411,7 @@ class _Pool:
     def _ask_steal(self, worker: _Worker, seq: int, k: int) -> None:
         payload = pickle.dumps(("steal", seq, k), pickle.HIGHEST_PROTOCOL)
         worker.stealing.add(seq)
-        worker.ctlbuf += HEADER.pack(len(payload))
-        worker.ctlbuf += payload
-        self._flush(worker, worker.cfd, worker.ctlbuf)
+        self._send_frame(worker, worker.cfd, worker.ctlbuf, payload)
 
     def _on_steal_answer(self, worker: _Worker, seq: int, keep: int) -> None:
         worker.stealing.discard(seq)
@@ -540,9 +545,13 @@ class _Pool:
             worker.next_seq = seq
         if len(batch) > 1 or worker.next is not None:
             self._arm_watchdog()
-        worker.outbuf += HEADER.pack(len(payload))
-        worker.outbuf += payload
-        self._flush(worker, worker.wfd, worker.outbuf)
+        self._send_frame(worker, worker.wfd, worker.outbuf, payload)
+
+    def _send_frame(self, worker: _Worker, fd: int, buf: bytearray, payload: bytes) -> None:
+        """Queue one frame for the pipe ``fd`` (``buf``: what it has not taken yet) and write."""
+        buf += HEADER.pack(len(payload))
+        buf += payload
+        self._flush(worker, fd, buf)
 
     def _flush(self, worker: _Worker, fd: int, buf: bytearray) -> None:
         """Write what the pipe ``fd`` takes of ``buf`` now; the loop calls back when it takes
@@ -784,14 +793,9 @@ class _Pool:
 
 def _widen(fd: int, size: int) -> None:
     """Let the pipe ``fd`` hold ``size`` bytes, where the platform allows it (best effort)."""
-    try:
-        import fcntl
-    except ImportError:  # not on this platform
-        return
-    setter = getattr(fcntl, "F_SETPIPE_SZ", None)
-    if setter is not None:
+    if _SETPIPE_SZ is not None:
         with contextlib.suppress(OSError):  # over the system's limit: keep the default
-            fcntl.fcntl(fd, setter, size)
+            fcntl.fcntl(fd, _SETPIPE_SZ, size)
 
 
 def _join_all(procs: list[BaseProcess], grace: float) -> None:

@@ -67,6 +67,17 @@ def read_exact(fd: int, size: int) -> bytes | None:
     return b"".join(chunks)
 
 
+def read_message(fd: int) -> Any:
+    """The next frame from a blocking pipe, unpickled (waiting for it), or ``None`` at its end."""
+    header = read_exact(fd, HEADER.size)
+    if header is None:
+        return None
+    payload = read_exact(fd, HEADER.unpack(header)[0])
+    if payload is None:
+        return None
+    return pickle.loads(payload)  # noqa: S301 - from our own parent
+
+
 def _dumps(result: tuple[bool, Any, float], where: str) -> bytes:
     try:
         return pickle.dumps(result, pickle.HIGHEST_PROTOCOL)
@@ -112,31 +123,13 @@ class _State:
 
 def _read_control(rfd: int, wfd: int, write_lock: threading.Lock, state: _State) -> None:
     """The reader thread: each steal is answered at once, until the control pipe ends."""
-    while True:
-        header = read_exact(rfd, HEADER.size)
-        if header is None:
-            return
-        payload = read_exact(rfd, HEADER.unpack(header)[0])
-        if payload is None:
-            return
-        _kind, seq, k = pickle.loads(payload)  # noqa: S301 - from our own parent
+    while (message := read_message(rfd)) is not None:
+        _kind, seq, k = message
         with state.lock:
             keep = state.steal(seq, k)
             answer = pickle.dumps((None, (seq, keep), 0.0), pickle.HIGHEST_PROTOCOL)
             with write_lock:
                 write_frame(wfd, answer)
-
-
-def _next_batch(rfd: int) -> tuple[int, list[Any]] | None:
-    """The next batch from the inbox (waiting for it), or ``None`` at its end."""
-    header = read_exact(rfd, HEADER.size)
-    if header is None:
-        return None
-    payload = read_exact(rfd, HEADER.unpack(header)[0])
-    if payload is None:
-        return None
-    _kind, seq, items = pickle.loads(payload)  # noqa: S301 - from our own parent
-    return seq, items
 
 
 def main(inbox: Connection, control: Connection, outbox: Connection, work_bytes: bytes) -> None:
@@ -160,11 +153,8 @@ def main(inbox: Connection, control: Connection, outbox: Connection, work_bytes:
     reader.start()
     lock = state.lock
     try:
-        while True:
-            batch = _next_batch(rfd)
-            if batch is None:
-                return
-            seq, items = batch
+        while (message := read_message(rfd)) is not None:
+            _kind, seq, items = message
             with lock:
                 state.take(seq, len(items))
             for position, item in enumerate(items):
