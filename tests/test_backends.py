@@ -34,6 +34,7 @@ from shoal.backends import (
     RayBackend,
     ThreadBackend,
 )
+from shoal.testing import ChaosError, chaos
 
 HAVE_DASK = importlib.util.find_spec("distributed") is not None
 HAVE_RAY = importlib.util.find_spec("ray") is not None
@@ -178,6 +179,34 @@ def test_retries_and_their_limit(kind: Kind, tmp_path: Path) -> None:
             assert outcome.attempts == 3
             assert calls == 3
     assert run.stats.retries == sum(min(i % 4, 2) for i in range(12))
+
+
+def test_chaos_meets_the_same_fates_on_every_backend(kind: Kind) -> None:
+    """A seeded chaos run fails, stalls and retries the same attempts on every backend, as a
+    plain loop over the same draws says (the process, Dask and Ray backends get each fate with
+    its item), and its ``injected`` counts them all."""
+    attempts = 3
+    settings: dict[str, Any] = {"fail": 0.3, "slow": 0.1, "seed": 5, "stall": 0.001}
+    reference = chaos(abs, **settings)
+    expected = []
+    for item in range(30):
+        for calls in range(1, attempts + 1):
+            try:
+                reference(item)
+            except ChaosError:
+                continue
+            expected.append((item, calls, True))
+            break
+        else:
+            expected.append((item, attempts, False))
+    assert any(not ok for *_, ok in expected) and any(c > 1 for _, c, ok in expected if ok)
+    wrapped = chaos(kind.fn(w.square, w.asquare), **settings)
+    retry = Retry(attempts=attempts, base_delay=0.001, max_delay=0.002)
+    run = Job(wrapped, retry=retry, backend=kind(), limits=Limits(6)).run(range(30))
+    assert [(o.index, o.attempts, o.ok) for o in run.outcomes] == expected
+    assert wrapped.injected == reference.injected
+    assert all("chaos: injected failure" in str(f.error) for f in run.failures)
+    assert [o.value for o in run.outcomes if o.ok] == [o.index**2 for o in run.outcomes if o.ok]
 
 
 def test_timeout_fails_the_slow_attempt(kind: Kind) -> None:

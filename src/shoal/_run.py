@@ -29,6 +29,7 @@ from collections.abc import (
     AsyncGenerator,
     AsyncIterable,
     AsyncIterator,
+    Awaitable,
     Callable,
     Iterable,
     Iterator,
@@ -441,9 +442,7 @@ class Scheduler:
                 # A hedge's losing attempt in a thread cannot be stopped: give the pool room for
                 # the few that run on (hedges are capped at max_share of the attempts).
                 room = math.ceil(self._concurrency * self._hedge.max_share)
-            self._invoke = await self._backend.start(
-                self._work, concurrency=self._concurrency + room
-            )
+            self._invoke = await self._start_backend(self._concurrency + room)
             if self._async_iter is not None or lookups:
                 # Pieces that may be settled already are checked against the journal in chunks
                 # before they run; that needs the feeder even for a plain iterable.
@@ -485,6 +484,23 @@ class Scheduler:
             finally:
                 if self._subs:
                     self._emit(RunFinished(clock.now() - self._t0, self._status, self.counts()))
+
+    async def _start_backend(self, concurrency: int) -> Invoker:
+        """The backend's invoker for the work. Work that has a part to run here for each call
+        (``shoal.testing.chaos`` draws its fates) is split when the backend runs the work in
+        other processes: this process runs that part and sends its answer with the item."""
+        backend = self._backend
+        work = self._work
+        split = getattr(work, "__shoal_split__", None)
+        if split is None or not getattr(backend, "remote", False):
+            return await backend.start(work, concurrency=concurrency)
+        here, there = split()
+        inner = await backend.start(there, concurrency=concurrency)
+
+        def invoke(item: Any) -> Awaitable[Any]:
+            return inner((here(item), item))
+
+        return invoke
 
     def counts(self) -> Counts:
         """The run's totals now (cheap: for progress views that sample them)."""

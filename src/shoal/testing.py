@@ -144,7 +144,8 @@ class Chaos:
 
     Attributes:
         work: The wrapped work function.
-        injected: How many calls this process failed, throttled and stalled so far.
+        injected: How many calls were failed, throttled and stalled so far: all of a job's, also
+            on the process, Dask and Ray backends (the fates are drawn in the job's process).
     """
 
     def __init__(
@@ -186,8 +187,12 @@ class Chaos:
 
         Drawn from ``(seed, the item's content hash, how many times this item was called
         before)``, so the same item meets the same fate on the same call whatever the order the
-        pieces run in. Another process (the process backend) counts its own calls and mixes in
-        its process id: seeded, but not repeatable across runs there.
+        pieces run in. A job on the process, Dask or Ray backend draws here too, in its own
+        process, and sends each fate with its item (see :meth:`__shoal_split__`). Where a copy
+        is called in another process all the same (``chunk_size=`` runs, ``batch_size=`` groups,
+        a backend of the user's), that process counts its own calls and mixes in its process
+        id, so that a retry there does not meet its first call's fate again: seeded, but not
+        repeatable across runs.
         """
         try:
             ident = content_id(item)
@@ -210,6 +215,12 @@ class Chaos:
 
     def __call__(self, item: Any) -> Any:  # the sync and async subclasses do the work
         raise NotImplementedError
+
+    def __shoal_split__(self) -> tuple[Callable[[Any], str], Callable[[tuple[str, Any]], Any]]:
+        """The two halves for a backend that runs the work in other processes: the draw, which
+        the job's process makes for each call (so the fates and ``injected`` are those of a run
+        in one process), and the work to send, which takes ``(fate, item)`` and acts on it."""
+        return self._fate, _Fated(self)
 
     def _raise(self, fate: str) -> None:
         if fate == "fail":
@@ -241,6 +252,39 @@ class _AsyncChaos(Chaos):
             await asyncio.sleep(self.stall)
         return await self.work(item)
 
+    def __shoal_split__(self) -> tuple[Callable[[Any], str], Callable[[tuple[str, Any]], Any]]:
+        return self._fate, _AsyncFated(self)
+
+
+class _Fated:
+    """The half of a :class:`Chaos` sent to other processes: called with ``(fate, item)``, the
+    fate drawn in the job's process, it fails, throttles, stalls or just runs the work."""
+
+    def __init__(self, chaos: Chaos) -> None:
+        self.chaos = chaos
+        # What error messages and backends read off a work function: the work's own.
+        self.__name__ = chaos.__name__
+        self.__qualname__ = chaos.__qualname__
+        self.__module__ = chaos.__module__
+
+    def __call__(self, call: tuple[str, Any]) -> Any:
+        fate, item = call
+        chaos = self.chaos
+        chaos._raise(fate)
+        if fate == "slow":
+            time.sleep(chaos.stall)
+        return chaos.work(item)
+
+
+class _AsyncFated(_Fated):
+    async def __call__(self, call: tuple[str, Any]) -> Any:
+        fate, item = call
+        chaos = self.chaos
+        chaos._raise(fate)
+        if fate == "slow":
+            await asyncio.sleep(chaos.stall)
+        return await chaos.work(item)
+
 
 def _share(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -266,8 +310,10 @@ def chaos(
     ``shoal.Throttled(retry_after=retry_after)`` (share ``throttle``), stalls ``stall`` seconds
     and then runs the work (share ``slow``), or just runs the work. The draw depends on the
     seed, the item's content and how often that item was called before, not on timing, so a run
-    with a ``FakeClock`` and the same seed repeats exactly (on the event loop and threads; in
-    worker processes each process draws on its own). ``shoal run --chaos
+    with a ``FakeClock`` and the same seed repeats exactly, and a job meets the same fates on every
+    backend: on the process, Dask and Ray backends the draws are made in the job's process and
+    travel with the items (not so for ``chunk_size=`` runs and ``batch_size=`` groups, whose
+    worker processes each draw on their own). ``shoal run --chaos
     fail=0.2,throttle=0.1,slow=0.05,seed=1`` does the same from the command line::
 
         job = shoal.Job(chaos(fetch, fail=0.2, throttle=0.1, seed=1), retry=shoal.Retry(attempts=5))

@@ -17,7 +17,12 @@ Invoker = Callable[[Any], Awaitable[Any]]
 
 @runtime_checkable
 class Backend(Protocol):
-    """Runs attempts. Started once per run, closed once at its end."""
+    """Runs attempts. Started once per run, closed once at its end.
+
+    A backend that runs the work in other processes says so with ``remote = True`` (optional;
+    shoal's process, Dask and Ray backends do): work with a part that must run in the job's own
+    process for each call (``shoal.testing.chaos`` draws its fates there) is then split in two.
+    """
 
     name: str
 

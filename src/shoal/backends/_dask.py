@@ -53,6 +53,7 @@ class DaskBackend:
     """
 
     name = "dask"
+    remote = True  # the work runs in other processes (see Backend)
 
     def __init__(
         self,

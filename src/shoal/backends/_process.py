@@ -212,6 +212,7 @@ class ProcessBackend:
     """
 
     name = "process"
+    remote = True  # the work runs in other processes (see Backend)
 
     def __init__(
         self,

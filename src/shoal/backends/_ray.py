@@ -51,6 +51,7 @@ class RayBackend:
     """
 
     name = "ray"
+    remote = True  # the work runs in other processes (see Backend)
 
     def __init__(
         self,
