@@ -97,6 +97,16 @@ async def adouble_all(items: list[int]) -> list[Any]:
     return double_all(items)
 
 
+def square_all(items: list[int]) -> list[int]:
+    """Limited mode: each item squared."""
+    return [x * x for x in items]
+
+
+async def asquare_all(items: list[int]) -> list[int]:
+    await asyncio.sleep(0)
+    return square_all(items)
+
+
 def crash(item: tuple[str, int]) -> int:
     """``("exit", n)``: os._exit; ``("segv", n)``/``("kill", n)``: that signal; else return n."""
     how, n = item

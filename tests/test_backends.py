@@ -181,28 +181,35 @@ def test_retries_and_their_limit(kind: Kind, tmp_path: Path) -> None:
     assert run.stats.retries == sum(min(i % 4, 2) for i in range(12))
 
 
-def test_chaos_meets_the_same_fates_on_every_backend(kind: Kind) -> None:
+@pytest.mark.parametrize("batch_size", [None, 3])
+def test_chaos_meets_the_same_fates_on_every_backend(kind: Kind, batch_size: int | None) -> None:
     """A seeded chaos run fails, stalls and retries the same attempts on every backend, as a
     plain loop over the same draws says (the process, Dask and Ray backends get each fate with
-    its item), and its ``injected`` counts them all."""
+    its item, or with its group in limited mode), and its ``injected`` counts them all."""
     attempts = 3
-    settings: dict[str, Any] = {"fail": 0.3, "slow": 0.1, "seed": 5, "stall": 0.001}
-    reference = chaos(abs, **settings)
+    settings: dict[str, Any] = {"fail": 0.4, "slow": 0.1, "seed": 3, "stall": 0.001}
+    size = batch_size or 1
+    calls_of = [list(range(i, min(i + size, 30))) for i in range(0, 30, size)]
+    reference = chaos(lambda x: x, **settings)
     expected = []
-    for item in range(30):
+    for call in calls_of:
         for calls in range(1, attempts + 1):
             try:
-                reference(item)
+                reference(call if batch_size else call[0])
             except ChaosError:
                 continue
-            expected.append((item, calls, True))
+            expected += [(item, calls, True) for item in call]
             break
         else:
-            expected.append((item, attempts, False))
+            expected += [(item, attempts, False) for item in call]
     assert any(not ok for *_, ok in expected) and any(c > 1 for _, c, ok in expected if ok)
-    wrapped = chaos(kind.fn(w.square, w.asquare), **settings)
+    if batch_size:
+        wrapped = chaos(kind.fn(w.square_all, w.asquare_all), **settings)
+    else:
+        wrapped = chaos(kind.fn(w.square, w.asquare), **settings)
     retry = Retry(attempts=attempts, base_delay=0.001, max_delay=0.002)
-    run = Job(wrapped, retry=retry, backend=kind(), limits=Limits(6)).run(range(30))
+    job = Job(wrapped, retry=retry, backend=kind(), limits=Limits(6), batch_size=batch_size)
+    run = job.run(range(30))
     assert [(o.index, o.attempts, o.ok) for o in run.outcomes] == expected
     assert wrapped.injected == reference.injected
     assert all("chaos: injected failure" in str(f.error) for f in run.failures)

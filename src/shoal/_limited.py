@@ -15,6 +15,7 @@ journal records are per group (their ``index`` is the group's number).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Sequence
 from typing import Any
@@ -85,26 +86,67 @@ class GroupWork:
         self.__qualname__ = getattr(work, "__qualname__", self.__name__)
 
     def __call__(self, group: list[Any]) -> list[Any]:
+        return self._run(group, self.work)
+
+    def _run(self, group: list[Any], work: Callable[[list[Any]], Any]) -> list[Any]:
         if plain(group):
-            return _check(group, self.work(group))
+            return _check(group, work(group))
         values, unread = _values(group)
-        results = _check(values, self.work(values)) if values else []
+        results = _check(values, work(values)) if values else []
         return _merge(results, unread, len(group))
+
+    def __shoal_split__(self) -> tuple[Callable[[list[Any]], Any], GroupWork] | None:
+        """The work's own split (see ``Backend``), made for groups: the part run here gets the
+        values the work would get, and the part sent takes ``(its answer, group)``; ``None``
+        when the work has no split."""
+        split = getattr(self.work, "__shoal_split__", None)
+        if split is None:
+            return None
+        here, there = split()
+
+        def draw(group: list[Any]) -> Any:
+            values = group if plain(group) else _values(group)[0]
+            return here(values) if values else None  # no values: the work is not called
+
+        sent = _AsyncAnswered if isinstance(self, AsyncGroupWork) else _Answered
+        return draw, sent(there)
 
 
 class AsyncGroupWork(GroupWork):
     """:class:`GroupWork` for ``async def`` work."""
 
     async def __call__(self, group: list[Any]) -> list[Any]:  # type: ignore[override]
+        return await self._arun(group, self.work)
+
+    async def _arun(self, group: list[Any], work: Callable[[list[Any]], Any]) -> list[Any]:
         simple = plain(group)
         values, unread = (group, {}) if simple else _values(group)
         if not values:
             return _merge([], unread, len(group))
-        results = self.work(values)
+        results = work(values)
         if inspect.isawaitable(results):
             results = await results
         checked = _check(values, results)
         return checked if simple else _merge(checked, unread, len(group))
+
+
+class _Answered(GroupWork):
+    """The part of a split work sent to other processes, for groups: called with ``(answer,
+    group)``, it hands the work's part ``(answer, values)``."""
+
+    def __call__(self, call: tuple[Any, list[Any]]) -> list[Any]:  # type: ignore[override]
+        answer, group = call
+        return self._run(group, functools.partial(_answered, self.work, answer))
+
+
+class _AsyncAnswered(AsyncGroupWork):
+    async def __call__(self, call: tuple[Any, list[Any]]) -> list[Any]:  # type: ignore[override]
+        answer, group = call
+        return await self._arun(group, functools.partial(_answered, self.work, answer))
+
+
+def _answered(work: Callable[[Any], Any], answer: Any, values: list[Any]) -> Any:
+    return work((answer, values))
 
 
 def _values(group: list[Any]) -> tuple[list[Any], dict[int, BaseException]]:

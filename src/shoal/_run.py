@@ -492,9 +492,10 @@ class Scheduler:
         backend = self._backend
         work = self._work
         split = getattr(work, "__shoal_split__", None)
-        if split is None or not getattr(backend, "remote", False):
+        parts = split() if split is not None and getattr(backend, "remote", False) else None
+        if parts is None:  # nothing to split, or nowhere else to run
             return await backend.start(work, concurrency=concurrency)
-        here, there = split()
+        here, there = parts
         inner = await backend.start(there, concurrency=concurrency)
 
         def invoke(item: Any) -> Awaitable[Any]:

@@ -188,11 +188,11 @@ class Chaos:
         Drawn from ``(seed, the item's content hash, how many times this item was called
         before)``, so the same item meets the same fate on the same call whatever the order the
         pieces run in. A job on the process, Dask or Ray backend draws here too, in its own
-        process, and sends each fate with its item (see :meth:`__shoal_split__`). Where a copy
-        is called in another process all the same (``chunk_size=`` runs, ``batch_size=`` groups,
-        a backend of the user's), that process counts its own calls and mixes in its process
-        id, so that a retry there does not meet its first call's fate again: seeded, but not
-        repeatable across runs.
+        process, and sends each fate with its item (or its group, with ``batch_size=``; see
+        :meth:`__shoal_split__`). Where a copy is called in another process all the same
+        (``chunk_size=`` runs, whose retries happen in the worker, or a backend of the user's),
+        that process counts its own calls and mixes in its process id, so that a retry there
+        does not meet its first call's fate again: seeded, but not repeatable across runs.
         """
         try:
             ident = content_id(item)
@@ -312,8 +312,8 @@ def chaos(
     seed, the item's content and how often that item was called before, not on timing, so a run
     with a ``FakeClock`` and the same seed repeats exactly, and a job meets the same fates on every
     backend: on the process, Dask and Ray backends the draws are made in the job's process and
-    travel with the items (not so for ``chunk_size=`` runs and ``batch_size=`` groups, whose
-    worker processes each draw on their own). ``shoal run --chaos
+    travel with the items (not so for ``chunk_size=`` runs, whose worker processes retry, and
+    draw, on their own). ``shoal run --chaos
     fail=0.2,throttle=0.1,slow=0.05,seed=1`` does the same from the command line::
 
         job = shoal.Job(chaos(fetch, fail=0.2, throttle=0.1, seed=1), retry=shoal.Retry(attempts=5))
