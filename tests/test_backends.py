@@ -181,39 +181,58 @@ def test_retries_and_their_limit(kind: Kind, tmp_path: Path) -> None:
     assert run.stats.retries == sum(min(i % 4, 2) for i in range(12))
 
 
-@pytest.mark.parametrize("batch_size", [None, 3])
-def test_chaos_meets_the_same_fates_on_every_backend(kind: Kind, batch_size: int | None) -> None:
-    """A seeded chaos run fails, stalls and retries the same attempts on every backend, as a
-    plain loop over the same draws says (the process, Dask and Ray backends get each fate with
-    its item, or with its group in limited mode), and its ``injected`` counts them all."""
-    attempts = 3
-    settings: dict[str, Any] = {"fail": 0.4, "slow": 0.1, "seed": 3, "stall": 0.001}
-    size = batch_size or 1
-    calls_of = [list(range(i, min(i + size, 30))) for i in range(0, 30, size)]
-    reference = chaos(lambda x: x, **settings)
+CHAOS: dict[str, Any] = {"fail": 0.4, "slow": 0.1, "seed": 3, "stall": 0.001}
+CHAOS_RETRY = Retry(attempts=3, base_delay=0.001, max_delay=0.002)
+
+
+def chaos_expected(size: int) -> tuple[list[tuple[int, int, bool]], dict[str, int]]:
+    """What chaos(**CHAOS) does to range(30) under CHAOS_RETRY, worked out by a plain loop over
+    the same draws: (item, attempts, ok) per item, and the counts of what it injected. ``size``
+    > 1: the work gets lists of that many items (limited mode)."""
+    reference = chaos(lambda x: x, **CHAOS)
     expected = []
-    for call in calls_of:
-        for calls in range(1, attempts + 1):
+    for start in range(0, 30, size):
+        call = list(range(start, min(start + size, 30)))
+        for calls in range(1, CHAOS_RETRY.attempts + 1):
             try:
-                reference(call if batch_size else call[0])
+                reference(call if size > 1 else call[0])
             except ChaosError:
                 continue
             expected += [(item, calls, True) for item in call]
             break
         else:
-            expected += [(item, attempts, False) for item in call]
+            expected += [(item, CHAOS_RETRY.attempts, False) for item in call]
     assert any(not ok for *_, ok in expected) and any(c > 1 for _, c, ok in expected if ok)
-    if batch_size:
-        wrapped = chaos(kind.fn(w.square_all, w.asquare_all), **settings)
-    else:
-        wrapped = chaos(kind.fn(w.square, w.asquare), **settings)
-    retry = Retry(attempts=attempts, base_delay=0.001, max_delay=0.002)
-    job = Job(wrapped, retry=retry, backend=kind(), limits=Limits(6), batch_size=batch_size)
-    run = job.run(range(30))
+    return expected, reference.injected
+
+
+def check_chaos_run(run: shoal.Run[int, Any], expected: list[tuple[int, int, bool]]) -> None:
     assert [(o.index, o.attempts, o.ok) for o in run.outcomes] == expected
-    assert wrapped.injected == reference.injected
     assert all("chaos: injected failure" in str(f.error) for f in run.failures)
     assert [o.value for o in run.outcomes if o.ok] == [o.index**2 for o in run.outcomes if o.ok]
+
+
+@pytest.mark.parametrize("batch_size", [None, 3])
+def test_chaos_meets_the_same_fates_on_every_backend(kind: Kind, batch_size: int | None) -> None:
+    """A seeded chaos run fails, stalls and retries the same attempts on every backend, as a
+    plain loop over the same draws says (the process, Dask and Ray backends get each fate with
+    its item, or with its group in limited mode), and its ``injected`` counts them all."""
+    expected, injected = chaos_expected(batch_size or 1)
+    if batch_size:
+        wrapped = chaos(kind.fn(w.square_all, w.asquare_all), **CHAOS)
+    else:
+        wrapped = chaos(kind.fn(w.square, w.asquare), **CHAOS)
+    job = Job(wrapped, retry=CHAOS_RETRY, backend=kind(), limits=Limits(6), batch_size=batch_size)
+    check_chaos_run(job.run(range(30)), expected)
+    assert wrapped.injected == injected
+
+
+def test_chaos_in_chunks_meets_the_same_fates(remote: Kind) -> None:
+    """With chunk_size the workers make every attempt themselves, and draw for each: the same
+    fates as everywhere else."""
+    expected, _ = chaos_expected(1)
+    job = Job(chaos(w.square, **CHAOS), retry=CHAOS_RETRY, backend=remote(), chunk_size=4)
+    check_chaos_run(job.run(range(30)), expected)
 
 
 def test_timeout_fails_the_slow_attempt(kind: Kind) -> None:

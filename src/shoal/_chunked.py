@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import inspect
 import random
 import time
@@ -87,8 +88,8 @@ class ChunkWork:
         loop: asyncio.AbstractEventLoop | None = None
         meter = Meter()
         token = current.set(meter)
-        work = self.work
-        maybe_async = is_async_callable(work)
+        maybe_async = is_async_callable(self.work)
+        work = self._caller()
         clock = time.perf_counter
         append_value = values.append
         append_duration = durations.append
@@ -111,7 +112,7 @@ class ChunkWork:
                             loop = asyncio.new_event_loop()
                         value = loop.run_until_complete(_await(value))
                 except Exception as exc:
-                    value, extra = self._again(item, exc, rng, meter, start, loop)
+                    value, extra = self._again(work, item, exc, rng, meter, start, loop)
                     loop = extra[5]
                     extras[position] = extra[:5]
                 else:
@@ -127,8 +128,20 @@ class ChunkWork:
                 loop.close()
         return values, durations, extras
 
+    def _caller(self) -> Callable[[Any], Any]:
+        """What runs one attempt of an item here: the work, or, for a work with a part to run
+        in the job's process for each call (``__shoal_split__``: chaos draws its fates), both of
+        its parts, since this worker makes the attempts (retries included) itself."""
+        split = getattr(self.work, "__shoal_split__", None)
+        parts = split() if split is not None else None
+        if parts is None:
+            return self.work
+        here, there = parts
+        return functools.partial(_call_split, here, there)
+
     def _again(
         self,
+        work: Callable[[Any], Any],
         item: Any,
         exc: Exception,
         rng: random.Random,
@@ -170,7 +183,7 @@ class ChunkWork:
             time.sleep(delay)
             attempts += 1
             try:
-                value = self.work(item)
+                value = work(item)
                 if inspect.isawaitable(value):
                     if loop is None:
                         loop = asyncio.new_event_loop()
@@ -185,6 +198,10 @@ class ChunkWork:
 
 async def _await(awaitable: Any) -> Any:
     return await awaitable
+
+
+def _call_split(here: Callable[[Any], Any], there: Callable[[Any], Any], item: Any) -> Any:
+    return there((here(item), item))
 
 
 def check_chunk_size(job: Job[Any, Any]) -> None:

@@ -187,20 +187,23 @@ class Chaos:
 
         Drawn from ``(seed, the item's content hash, how many times this item was called
         before)``, so the same item meets the same fate on the same call whatever the order the
-        pieces run in. A job on the process, Dask or Ray backend draws here too, in its own
-        process, and sends each fate with its item (or its group, with ``batch_size=``; see
-        :meth:`__shoal_split__`). Where a copy is called in another process all the same
-        (``chunk_size=`` runs, whose retries happen in the worker, or a backend of the user's),
-        that process counts its own calls and mixes in its process id, so that a retry there
-        does not meet its first call's fate again: seeded, but not repeatable across runs.
+        pieces run in. A job on the process, Dask or Ray backend draws in its own process and
+        sends each fate with its item (or its group, with ``batch_size=``), and with
+        ``chunk_size=`` the worker draws for each attempt it makes (see :meth:`__shoal_split__`).
+        A copy called directly in another process (by a backend of the user's) counts that
+        process's calls and mixes in its process id, so that a retry there does not meet its
+        first call's fate again: seeded, but not repeatable across runs.
         """
+        return self._draw(item, "" if os.getpid() == self._pid else f":{os.getpid()}")
+
+    def _draw(self, item: Any, salt: str = "") -> str:
+        """The fate of this call of ``item`` (see :meth:`_fate`), ``salt`` mixed into the draw."""
         try:
             ident = content_id(item)
         except Exception:  # not JSON-like: its repr will do
             ident = repr(item)
         n = self._calls.get(ident, 0)
         self._calls[ident] = n + 1
-        salt = "" if os.getpid() == self._pid else f":{os.getpid()}"
         u = random.Random(f"{self.seed}:{ident}:{n}{salt}").random()
         if u < self.fail:
             fate = "fail"
@@ -219,8 +222,9 @@ class Chaos:
     def __shoal_split__(self) -> tuple[Callable[[Any], str], Callable[[tuple[str, Any]], Any]]:
         """The two halves for a backend that runs the work in other processes: the draw, which
         the job's process makes for each call (so the fates and ``injected`` are those of a run
-        in one process), and the work to send, which takes ``(fate, item)`` and acts on it."""
-        return self._fate, _Fated(self)
+        in one process), and the work to send, which takes ``(fate, item)`` and acts on it. A
+        worker that retries items itself (``chunk_size=``) uses both halves there."""
+        return self._draw, _Fated(self)
 
     def _raise(self, fate: str) -> None:
         if fate == "fail":
@@ -253,7 +257,7 @@ class _AsyncChaos(Chaos):
         return await self.work(item)
 
     def __shoal_split__(self) -> tuple[Callable[[Any], str], Callable[[tuple[str, Any]], Any]]:
-        return self._fate, _AsyncFated(self)
+        return self._draw, _AsyncFated(self)
 
 
 class _Fated:
@@ -312,8 +316,8 @@ def chaos(
     seed, the item's content and how often that item was called before, not on timing, so a run
     with a ``FakeClock`` and the same seed repeats exactly, and a job meets the same fates on every
     backend: on the process, Dask and Ray backends the draws are made in the job's process and
-    travel with the items (not so for ``chunk_size=`` runs, whose worker processes retry, and
-    draw, on their own). ``shoal run --chaos
+    travel with the items (with ``chunk_size=``, where a worker makes an item's attempts itself,
+    it draws for each; ``injected`` then counts only this process's draws). ``shoal run --chaos
     fail=0.2,throttle=0.1,slow=0.05,seed=1`` does the same from the command line::
 
         job = shoal.Job(chaos(fetch, fail=0.2, throttle=0.1, seed=1), retry=shoal.Retry(attempts=5))
