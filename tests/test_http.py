@@ -12,6 +12,7 @@ import pytest
 import shoal
 import shoal.http
 from shoal import Limits, Retry
+from shoal import _http as shoal_http
 from shoal.llm.testing import OpenAIServer
 
 
@@ -222,5 +223,166 @@ def test_client_pool_spreads_requests_over_small_pools() -> None:
             assert len(ssl_contexts) == 1  # one TLS context, made once
         finally:
             await pool.aclose()
+
+    asyncio.run(main())
+
+
+# ---------------------------------------------------------------------- the shared client's pools
+
+
+class Origin:
+    """A keep-alive HTTP/1.1 server on a loopback port, in the test's event loop: answers every
+    request with ``ok``, after ``delay`` seconds for paths under /slow; counts connections."""
+
+    def __init__(self, delay: float = 0.5) -> None:
+        self.delay = delay
+        self.opened = 0
+        self.open = 0
+        self.url = ""
+        self._server: asyncio.Server | None = None
+        self._handlers: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> Origin:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for handler in self._handlers:
+            handler.cancel()
+        await asyncio.gather(*self._handlers, return_exceptions=True)
+        await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        handler = asyncio.current_task()
+        assert handler is not None
+        self._handlers.add(handler)
+        self.opened += 1
+        self.open += 1
+        try:
+            while line := await reader.readline():
+                while (header := await reader.readline()) not in (b"\r\n", b""):
+                    pass
+                if line.split(b" ")[1].startswith(b"/slow"):
+                    await asyncio.sleep(self.delay)
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                await writer.drain()
+                if not header:
+                    break
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            self.open -= 1
+            self._handlers.discard(handler)
+            writer.close()
+
+
+def _shards(made: httpx.AsyncClient) -> shoal_http._Shards:
+    transport = made._transport  # type: ignore[attr-defined]
+    assert isinstance(transport, shoal_http._Shards)
+    return transport
+
+
+def test_the_shared_client_spreads_each_origins_connections_over_small_pools() -> None:
+    """64 requests at once to one origin: pools of 8 connections (8 of them), every request
+    answered, nothing left in flight."""
+
+    async def main() -> None:
+        async with Origin(delay=0.05) as origin:
+            made = await shoal.http.client()
+
+            async def get(i: int) -> int:
+                response = await shoal.http.request("GET", f"{origin.url}/slow/{i}")
+                return len(response.content)
+
+            assert await asyncio.gather(*(get(i) for i in range(64))) == [2] * 64
+            shards = _shards(made)
+            assert shards.pools == 64 // shoal_http.PER_SHARD
+            assert origin.opened == 64
+            assert all(s.busy == 0 for group in shards._by_origin.values() for s in group)
+            # Again at 4 at once: the least busy pool takes each, no new connections.
+            sem = asyncio.Semaphore(4)
+
+            async def politely(i: int) -> int:
+                async with sem:
+                    return await get(i)
+
+            await asyncio.gather(*(politely(i) for i in range(16)))
+            assert origin.opened == 64
+
+    asyncio.run(main())
+
+
+def test_pools_left_idle_past_the_keepalive_budget_are_closed() -> None:
+    """A crawl of many origins keeps idle connections to only the most recent few (here
+    max_keepalive_connections=16: two pools' worth, and the latest); the others are closed."""
+
+    async def main() -> None:
+        origins = [Origin() for _ in range(5)]
+        for origin in origins:
+            await origin.__aenter__()
+        try:
+            made = await shoal.http.client(limits=httpx.Limits(max_keepalive_connections=16))
+            for origin in origins:
+                assert (await made.get(origin.url)).text == "ok"
+            # Closed as the next request starts: two idle pools stay, and the last one's.
+            assert _shards(made).pools == 3
+            await asyncio.sleep(0.05)  # let the servers see the closed connections
+            assert [o.open for o in origins] == [0, 0, 1, 1, 1]
+            assert [o.opened for o in origins] == [1] * 5
+        finally:
+            for origin in origins:
+                await origin.__aexit__()
+
+    asyncio.run(main())
+
+
+def test_a_streamed_response_holds_its_connection_until_it_is_closed() -> None:
+    async def main() -> None:
+        async with Origin() as origin:
+            made = await shoal.http.client()
+            async with made.stream("GET", origin.url) as response:
+                (shard,) = next(iter(_shards(made)._by_origin.values()))
+                assert shard.busy == 1
+                assert await response.aread() == b"ok"
+            assert shard.busy == 0
+
+    asyncio.run(main())
+
+
+def test_requests_beyond_max_connections_wait_up_to_the_pool_timeout() -> None:
+    """max_connections holds across the pools: a third request waits, and past the pool timeout
+    it fails with httpx's PoolTimeout (a transient error to shoal.http)."""
+
+    async def main() -> None:
+        async with Origin(delay=0.5) as origin:
+            made = await shoal.http.client(
+                limits=httpx.Limits(max_connections=2), timeout=httpx.Timeout(5.0, pool=0.05)
+            )
+            results = await asyncio.gather(
+                *(made.get(f"{origin.url}/slow") for _ in range(3)), return_exceptions=True
+            )
+            timeouts = [r for r in results if isinstance(r, httpx.PoolTimeout)]
+            assert len(timeouts) == 1
+            assert "all 2 of the client's connections stayed busy" in str(timeouts[0])
+            assert shoal.http.classify(timeouts[0]) == "transient"
+            assert origin.opened == 2
+
+    asyncio.run(main())
+
+
+def test_proxies_from_the_environment_keep_httpxs_own_transport(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """httpx reads HTTP_PROXY and friends only for its own transport: with one set, the shared
+    client keeps it (one pool, as before), so the proxy is used."""
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+
+    async def main() -> None:
+        made = await shoal.http.client()
+        assert not isinstance(made._transport, shoal_http._Shards)  # type: ignore[attr-defined]
 
     asyncio.run(main())
