@@ -39,7 +39,7 @@ import ssl
 import time
 import urllib.request
 import weakref
-from collections.abc import AsyncGenerator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -502,14 +502,13 @@ class _Shards:
 
     httpcore's pool looks at every connection it holds whenever a request starts or ends, so one
     pool of n connections costs O(n^2) per request: 2,000 requests to a loopback server at 64 at
-    once took 7.8-8.0 s through one pool and 2.9-3.4 s through pools of 8 (at 256 at once,
-    10.3-11.2 s and 2.6-2.7 s; at 8 at once the same). Here each origin (scheme, host, port) has
-    pools of at most :data:`PER_SHARD` connections: a request goes to the least busy pool of its
-    origin, and a new pool is opened when that one is full. Pools with no request in flight
-    beyond ``max_idle`` connections' worth are closed as the next request starts, least recently
-    used first (so a crawl of many hosts does not keep a socket open to each), and at most
-    ``max_connections`` requests are in flight in all (more wait, up to the request's pool
-    timeout).
+    once took 6.64 s through one pool and 1.49 s through pools of 8 (benchmark ``http-pool``; at
+    8 at once about the same). Here each origin (scheme, host, port) has pools of at most
+    :data:`PER_SHARD` connections: a request goes to the least busy pool of its origin, and a new
+    pool is opened when that one is full. Pools with no request in flight beyond ``max_idle``
+    connections' worth are closed as the next request starts, least recently used first (so a
+    crawl of many hosts does not keep a socket open to each), and at most ``max_connections``
+    requests are in flight in all (more wait, up to the request's pool timeout).
     """
 
     def __init__(
@@ -625,9 +624,8 @@ def _released() -> Any:
             self._stream = stream
             self._release = release
 
-        async def __aiter__(self) -> AsyncGenerator[bytes, None]:
-            async for part in self._stream:
-                yield part
+        def __aiter__(self) -> AsyncIterator[bytes]:
+            return self._stream.__aiter__()  # type: ignore[no-any-return]
 
         async def aclose(self) -> None:
             try:
