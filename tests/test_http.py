@@ -291,7 +291,7 @@ def test_the_shared_client_spreads_each_origins_connections_over_small_pools() -
     answered, nothing left in flight."""
 
     async def main() -> None:
-        async with Origin(delay=0.05) as origin:
+        async with Origin(delay=0.3) as origin:  # all 64 start before the first is answered
             made = await shoal.http.client()
 
             async def get(i: int) -> int:
@@ -330,7 +330,10 @@ def test_pools_left_idle_past_the_keepalive_budget_are_closed() -> None:
                 assert (await made.get(origin.url)).text == "ok"
             # Closed as the next request starts: two idle pools stay, and the last one's.
             assert _shards(made).pools == 3
-            await asyncio.sleep(0.05)  # let the servers see the closed connections
+            for _ in range(500):  # let the servers see the closed connections
+                if [o.open for o in origins] == [0, 0, 1, 1, 1]:
+                    break
+                await asyncio.sleep(0.01)
             assert [o.open for o in origins] == [0, 0, 1, 1, 1]
             assert [o.opened for o in origins] == [1] * 5
         finally:
