@@ -37,7 +37,7 @@ from ._outcome import ErrorInfo, Outcome, Run, RunStats, explain, type_name
 from ._retry import Retry, throttle_delay
 from ._split import plain, unwrap
 from ._usage import Meter, current
-from .backends._base import is_async_callable
+from .backends._base import call_split, is_async_callable, split_work
 from .backends._remote import portable_error
 
 if TYPE_CHECKING:
@@ -132,12 +132,8 @@ class ChunkWork:
         """What runs one attempt of an item here: the work, or, for a work with a part to run
         in the job's process for each call (``__shoal_split__``: chaos draws its fates), both of
         its parts, since this worker makes the attempts (retries included) itself."""
-        split = getattr(self.work, "__shoal_split__", None)
-        parts = split() if split is not None else None
-        if parts is None:
-            return self.work
-        here, there = parts
-        return functools.partial(_call_split, here, there)
+        parts = split_work(self.work)
+        return self.work if parts is None else functools.partial(call_split, *parts)
 
     def _again(
         self,
@@ -198,10 +194,6 @@ class ChunkWork:
 
 async def _await(awaitable: Any) -> Any:
     return await awaitable
-
-
-def _call_split(here: Callable[[Any], Any], there: Callable[[Any], Any], item: Any) -> Any:
-    return there((here(item), item))
 
 
 def check_chunk_size(job: Job[Any, Any]) -> None:

@@ -40,6 +40,7 @@ import time
 import urllib.request
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -457,7 +458,7 @@ def _shards(hx: Any, options: dict[str, Any]) -> Any:
     configures connections; ``None`` where the options need httpx's own transport (a transport
     or mounts of the user's, a proxy, or proxies in the environment, which httpx reads only for
     its own transport)."""
-    if any(k in options for k in ("transport", "mounts", "proxy", "uds")):
+    if any(k in options for k in ("transport", "mounts", "proxy")):
         return None
     trust_env = options.get("trust_env", True)
     if trust_env and urllib.request.getproxies():
@@ -482,6 +483,7 @@ def _shards(hx: Any, options: dict[str, Any]) -> Any:
         "limits": each,
     }
     return _Shards(
+        hx,
         lambda: hx.AsyncHTTPTransport(**settings),
         max_connections=limits.max_connections,
         max_idle=limits.max_keepalive_connections,
@@ -512,8 +514,15 @@ class _Shards:
     """
 
     def __init__(
-        self, make: Callable[[], Any], *, max_connections: int | None, max_idle: int | None
+        self,
+        hx: Any,
+        make: Callable[[], Any],
+        *,
+        max_connections: int | None,
+        max_idle: int | None,
     ) -> None:
+        self._hx = hx
+        self._released = _released_type(hx)
         self._make = make
         self._by_origin: dict[tuple[bytes, bytes, int | None], list[_Shard]] = {}
         self._idle: dict[_Shard, None] = {}  # pools with nothing in flight, oldest first
@@ -527,7 +536,7 @@ class _Shards:
         return sum(len(shards) for shards in self._by_origin.values())
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        hx = _import_httpx()
+        hx = self._hx
         room = self._room
         if room is not None:
             wait = (request.extensions.get("timeout") or {}).get("pool")
@@ -568,7 +577,7 @@ class _Shards:
         counted: httpx.Response = hx.Response(
             status_code=response.status_code,
             headers=response.headers,
-            stream=_released()(response.stream, release),
+            stream=self._released(response.stream, release),
             extensions=response.extensions,
         )
         return counted
@@ -577,7 +586,7 @@ class _Shards:
         """The least busy pool of the URL's origin; a new one if that one is full."""
         key = (url.raw_scheme, url.raw_host, url.port)
         shards = self._by_origin.setdefault(key, [])
-        shard = min(shards, key=_busy) if shards else None
+        shard = min(shards, key=attrgetter("busy")) if shards else None
         if shard is None or shard.busy >= PER_SHARD:
             shard = _Shard(key, self._make())
             shards.append(shard)
@@ -609,17 +618,12 @@ class _Shards:
         await self.aclose()
 
 
-def _busy(shard: _Shard) -> int:
-    return shard.busy
-
-
 @functools.cache
-def _released() -> Any:
+def _released_type(hx: Any) -> Any:
     """The type of a response body that tells its pool when the response is closed (made on
     first use: httpx wants an ``httpx.AsyncByteStream``, and httpx is imported only when used)."""
-    hx = _import_httpx()
 
-    class Released(hx.AsyncByteStream):  # type: ignore[misc,name-defined]
+    class Released(hx.AsyncByteStream):  # type: ignore[misc]
         def __init__(self, stream: Any, release: Callable[[], None]) -> None:
             self._stream = stream
             self._release = release

@@ -22,6 +22,7 @@ from typing import Any
 
 from ._outcome import ErrorInfo, Outcome, RunStats
 from ._split import batches, plain, unwrap
+from .backends._base import split_work
 
 
 class BatchResultError(TypeError):
@@ -99,10 +100,10 @@ class GroupWork:
         """The work's own split (see ``Backend``), made for groups: the part run here gets the
         values the work would get, and the part sent takes ``(its answer, group)``; ``None``
         when the work has no split."""
-        split = getattr(self.work, "__shoal_split__", None)
-        if split is None:
+        parts = split_work(self.work)
+        if parts is None:
             return None
-        here, there = split()
+        here, there = parts
 
         def draw(group: list[Any]) -> Any:
             values = group if plain(group) else _values(group)[0]

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import heapq
 import json
 import math
@@ -29,7 +30,6 @@ from collections.abc import (
     AsyncGenerator,
     AsyncIterable,
     AsyncIterator,
-    Awaitable,
     Callable,
     Iterable,
     Iterator,
@@ -78,6 +78,7 @@ from ._usage import Reported
 from ._usage import current as _usage_meter
 from ._usage import merge as merge_usage
 from .backends import Backend, Invoker
+from .backends._base import call_split, split_work
 
 # Items that carry more than the work's input: an id read back from a journal, or provenance.
 _WRAPPERS = frozenset((Preset, Sourced, Malformed))
@@ -491,17 +492,12 @@ class Scheduler:
         other processes: this process runs that part and sends its answer with the item."""
         backend = self._backend
         work = self._work
-        split = getattr(work, "__shoal_split__", None)
-        parts = split() if split is not None and getattr(backend, "remote", False) else None
+        parts = split_work(work) if getattr(backend, "remote", False) else None
         if parts is None:  # nothing to split, or nowhere else to run
             return await backend.start(work, concurrency=concurrency)
         here, there = parts
         inner = await backend.start(there, concurrency=concurrency)
-
-        def invoke(item: Any) -> Awaitable[Any]:
-            return inner((here(item), item))
-
-        return invoke
+        return functools.partial(call_split, here, inner)
 
     def counts(self) -> Counts:
         """The run's totals now (cheap: for progress views that sample them)."""

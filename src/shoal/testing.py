@@ -219,12 +219,16 @@ class Chaos:
     def __call__(self, item: Any) -> Any:  # the sync and async subclasses do the work
         raise NotImplementedError
 
+    def _act(self, fate: str, item: Any) -> Any:
+        """Meet ``fate`` and run the work (sync or async, as the work is)."""
+        raise NotImplementedError
+
     def __shoal_split__(self) -> tuple[Callable[[Any], str], Callable[[tuple[str, Any]], Any]]:
         """The two halves for a backend that runs the work in other processes: the draw, which
         the job's process makes for each call (so the fates and ``injected`` are those of a run
         in one process), and the work to send, which takes ``(fate, item)`` and acts on it. A
         worker that retries items itself (``chunk_size=``) uses both halves there."""
-        return self._draw, _Fated(self)
+        return self._draw, (_AsyncFated if isinstance(self, _AsyncChaos) else _Fated)(self)
 
     def _raise(self, fate: str) -> None:
         if fate == "fail":
@@ -241,7 +245,9 @@ class Chaos:
 
 class _SyncChaos(Chaos):
     def __call__(self, item: Any) -> Any:
-        fate = self._fate(item)
+        return self._act(self._fate(item), item)
+
+    def _act(self, fate: str, item: Any) -> Any:
         self._raise(fate)
         if fate == "slow":
             time.sleep(self.stall)
@@ -250,14 +256,13 @@ class _SyncChaos(Chaos):
 
 class _AsyncChaos(Chaos):
     async def __call__(self, item: Any) -> Any:
-        fate = self._fate(item)
+        return await self._act(self._fate(item), item)
+
+    async def _act(self, fate: str, item: Any) -> Any:
         self._raise(fate)
         if fate == "slow":
             await asyncio.sleep(self.stall)
         return await self.work(item)
-
-    def __shoal_split__(self) -> tuple[Callable[[Any], str], Callable[[tuple[str, Any]], Any]]:
-        return self._draw, _AsyncFated(self)
 
 
 class _Fated:
@@ -272,22 +277,12 @@ class _Fated:
         self.__module__ = chaos.__module__
 
     def __call__(self, call: tuple[str, Any]) -> Any:
-        fate, item = call
-        chaos = self.chaos
-        chaos._raise(fate)
-        if fate == "slow":
-            time.sleep(chaos.stall)
-        return chaos.work(item)
+        return self.chaos._act(*call)
 
 
 class _AsyncFated(_Fated):
     async def __call__(self, call: tuple[str, Any]) -> Any:
-        fate, item = call
-        chaos = self.chaos
-        chaos._raise(fate)
-        if fate == "slow":
-            await asyncio.sleep(chaos.stall)
-        return await chaos.work(item)
+        return await self.chaos._act(*call)
 
 
 def _share(name: str, value: object) -> float:

@@ -35,6 +35,23 @@ class Backend(Protocol):
         ...
 
 
+Split = tuple[Callable[[Any], Any], Callable[[Any], Any]]
+
+
+def split_work(work: object) -> Split | None:
+    """A work's two parts, if it has them (``__shoal_split__``: ``shoal.testing.chaos``): one to
+    run in the process that makes each call, whose answer goes with the item, ``(answer, item)``,
+    to the other; ``None`` for work that is all one part."""
+    split = getattr(work, "__shoal_split__", None)
+    parts: Split | None = split() if split is not None else None
+    return parts
+
+
+def call_split(here: Callable[[Any], Any], there: Callable[[Any], Any], item: Any) -> Any:
+    """One call of a split work: ``here``'s answer for ``item`` goes to ``there`` with it."""
+    return there((here(item), item))
+
+
 def is_async_callable(fn: object) -> bool:
     """Whether calling ``fn`` gives a coroutine: ``async def``, a partial of one, or an object
     whose ``__call__`` is ``async def``."""
